@@ -1,0 +1,1 @@
+"""wibergian: the minimum of an energy function as a trainable layer."""
