@@ -1,1 +1,29 @@
-"""wibergian: the minimum of an energy function as a trainable layer."""
+"""wibergian: the minimum of an energy function as a trainable layer.
+
+``argmin`` returns ``y*(w) = argmin_y E(y; w)`` for a batch of problems, differentiable through
+the trust-region damped implicit derivative ``dy*/dw = -(H + λI)^-1 ∂(∇_y E)/∂w``
+(Toso, Campbell & Russell, NeurIPS 2019).
+"""
+
+from .argmin import ArgminInfo, FallbackWarning, NonConvergenceWarning, argmin
+from .jacobian import argmin_jacobian
+from .layer import ArgminLayer
+from .lstsq import lstsq
+from .solvers import LBFGS, BlackBox, NewtonTrustRegion, SolveResult, scipy_minimizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LBFGS",
+    "ArgminInfo",
+    "ArgminLayer",
+    "BlackBox",
+    "FallbackWarning",
+    "NewtonTrustRegion",
+    "NonConvergenceWarning",
+    "SolveResult",
+    "argmin",
+    "argmin_jacobian",
+    "lstsq",
+    "scipy_minimizer",
+]

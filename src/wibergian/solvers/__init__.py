@@ -1,0 +1,17 @@
+"""Inner solvers: batched minimisers with a convergence mask per problem."""
+
+from .base import Solver, SolveResult
+from .blackbox import BlackBox, scipy_minimizer
+from .lbfgs import LBFGS
+from .multistart import best_candidate
+from .newton import NewtonTrustRegion
+
+__all__ = [
+    "LBFGS",
+    "BlackBox",
+    "NewtonTrustRegion",
+    "SolveResult",
+    "Solver",
+    "best_candidate",
+    "scipy_minimizer",
+]

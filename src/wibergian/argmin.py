@@ -1,0 +1,276 @@
+"""The entry point: ``argmin(energy, y0, params)``, a differentiable minimiser.
+
+Forward: (optional multi-start) → inner solver → one damped Newton step at the solution, which
+makes an inexact minimum the fixed point that the implicit gradient assumes. Backward: see
+``adjoint.py``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .adjoint import AdjointSpec, ArgminFunction
+from .derivatives import energy_value, gradient, gradient_and_hessian, hvp_operator
+from .energy import EnergyFn
+from .linsolve import REGULARISERS, cg_solve, choose_backend, dense_solve
+from .solvers import LBFGS, BlackBox, NewtonTrustRegion, best_candidate
+from .solvers.base import Solver
+
+
+class NonConvergenceWarning(RuntimeWarning):
+    """Some problems of a batch did not converge in the inner solver."""
+
+
+class FallbackWarning(RuntimeWarning):
+    """A linear solve met a non-positive-definite matrix and used the documented fallback."""
+
+
+@dataclass
+class ArgminInfo:
+    """Per-problem diagnostics of one ``argmin`` call.
+
+    Forward fields are filled at once; ``backward`` fields after ``.backward()`` has run.
+
+    Attributes:
+        iterations: ``(B,)`` inner-solver iterations (``-1`` when a black box does not say).
+        converged: ``(B,)`` inner solver reached its tolerance.
+        grad_norm: ``(B,)`` ``||∇_y E||`` at the returned point.
+        energy: ``(B,)`` energy at the returned point.
+        start_index: ``(B,)`` chosen candidate (multi-start only).
+        final_step_accepted: ``(B,)`` whether the final damped Newton step was kept (it is
+            rejected where it would raise the energy).
+        forward_fallbacks: problems whose final-step solve needed the eigenvalue fallback.
+        backward: filled by the backward pass: ``backward_fallbacks`` (count),
+            ``min_eigenvalue`` (``(B,)`` where an eigendecomposition ran), ``backward_residual``
+            (``(B,)`` relative residual of the linear solve), ``cg_iterations``.
+    """
+
+    iterations: Tensor
+    converged: Tensor
+    grad_norm: Tensor
+    energy: Tensor
+    start_index: Tensor | None = None
+    final_step_accepted: Tensor | None = None
+    forward_fallbacks: int = 0
+    backend: str = "dense"
+    backward: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_not_converged(self) -> int:
+        return int((~self.converged).sum())
+
+
+def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None) -> Solver:
+    if isinstance(solver, str):
+        kw: dict[str, Any] = {}
+        if max_iter is not None:
+            kw["max_iter"] = max_iter
+        if tol is not None:
+            kw["tol"] = tol
+        if solver == "newton":
+            return NewtonTrustRegion(**kw)
+        if solver == "lbfgs":
+            return LBFGS(**kw)
+        if solver == "scipy":
+            return BlackBox()
+        raise ValueError(
+            f"solver must be 'newton', 'lbfgs', 'scipy' or a Solver object; got {solver!r}"
+        )
+    if not hasattr(solver, "minimize"):
+        raise TypeError(f"solver object {solver!r} has no minimize(energy, y0, params) method")
+    return solver
+
+
+def _check_inputs(y0: Any, params: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
+    if not isinstance(y0, Tensor):
+        raise TypeError(f"y0 must be a torch.Tensor of shape (B, n); got {type(y0).__name__}")
+    if y0.dim() != 2:
+        raise ValueError(
+            f"y0 must have shape (B, n) (a batch of independent problems); got {tuple(y0.shape)}."
+            " For a single problem use y0[None]."
+        )
+    if not y0.is_floating_point():
+        raise TypeError(f"y0 must be floating point (float32 or float64); got {y0.dtype}")
+    if isinstance(params, Tensor):
+        params = (params,)
+    if not isinstance(params, (tuple, list)):
+        raise TypeError(f"params must be a tuple of tensors; got {type(params).__name__}")
+    params = tuple(params)
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(
+                f"params[{i}] is a {type(p).__name__}, not a torch.Tensor; wrap constants with "
+                "torch.tensor(...) or close over them in the energy"
+            )
+        if p.device != y0.device:
+            raise ValueError(f"params[{i}] is on {p.device} but y0 is on {y0.device}")
+        if p.is_floating_point() and p.dtype != y0.dtype:
+            raise TypeError(
+                f"params[{i}] has dtype {p.dtype} but y0 has {y0.dtype}; use one floating dtype"
+            )
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise ValueError(f"params[{i}] contains NaN or Inf")
+    if not bool(torch.isfinite(y0).all()):
+        raise ValueError("y0 contains NaN or Inf")
+    return y0, params
+
+
+def _final_step(
+    energy: EnergyFn,
+    y: Tensor,
+    params: Sequence[Tensor],
+    damping: float,
+    regulariser: str,
+    backend: str,
+) -> tuple[Tensor, Tensor, int]:
+    """One damped Newton step ``y - (H + λI)^-1 ∇E`` where it does not raise the energy."""
+    ps = [p.detach() for p in params]
+    with torch.no_grad():
+        if backend == "dense":
+            g, h = gradient_and_hessian(energy, y, ps)
+            d, stats = dense_solve(h, g, damping, regulariser)
+        else:
+            g, hvp = hvp_operator(energy, y, ps)
+            d, stats = cg_solve(hvp, g, damping)
+        y_new = y - d
+        e_old = energy_value(energy, y, ps)
+        e_new = energy_value(energy, y_new, ps)
+        slack = 1e-12 * (1 + e_old.abs())
+        ok = torch.isfinite(e_new) & (e_new <= e_old + slack) & torch.isfinite(d).all(-1)
+        y_out = torch.where(ok.unsqueeze(-1), y_new, y)
+    return y_out, ok, stats.fallbacks
+
+
+def argmin(
+    energy: EnergyFn,
+    y0: Tensor,
+    params: Sequence[Tensor] | Tensor = (),
+    *,
+    damping: float = 0.1,
+    regulariser: str = "ridge",
+    solver: str | Solver = "newton",
+    linear_solver: str = "auto",
+    final_step: bool = True,
+    adjoint: str = "implicit",
+    candidates: Tensor | None = None,
+    candidate_mask: Tensor | None = None,
+    max_iter: int | None = None,
+    tol: float | None = None,
+    cg_tol: float = 1e-10,
+    cg_max_iter: int | None = None,
+    return_info: bool = False,
+    warn: bool = True,
+) -> Tensor | tuple[Tensor, ArgminInfo]:
+    """Minimise ``energy`` for a batch of independent problems, differentiably.
+
+    Args:
+        energy: ``energy(y, *params) -> (B,)`` for ``y`` ``(B, n)``; problem ``b`` may depend
+            on ``y[b]`` only. May declare closed-form ``gradient``/``hessian`` (``energy.py``).
+        y0: starting points ``(B, n)``, float32 or float64.
+        params: tensors the energy depends on; gradients reach every one that requires grad.
+        damping: ``λ ≥ 0`` of ``(H + λI)^-1``. ``0`` = plain implicit differentiation.
+        regulariser: ``"ridge"`` (``H + λI``, the paper) or ``"floor"`` (eigenvalues floored at
+            ``λ``: same bound ``1/λ``, exact where curvature exceeds ``λ``; dense back end).
+        solver: ``"newton"`` (trust region, default), ``"lbfgs"``, ``"scipy"`` (black box), or
+            an object with ``minimize(energy, y0, params) -> SolveResult``.
+        linear_solver: ``"dense"`` (Cholesky), ``"cg"`` (matrix-free) or ``"auto"`` (dense for
+            ``n ≤ 64``).
+        final_step: take one damped Newton step after the solver (kept where it does not raise
+            the energy).
+        adjoint: ``"implicit"`` (the damped implicit gradient at ``y*``) or ``"newton_step"``
+            (differentiate the final step exactly, drift term included; needs ``final_step``).
+        candidates: ``(B, C, n)`` multi-start candidates: start from the lowest-energy one
+            (``y0`` is then only used for its dtype/device checks and ignored otherwise).
+        candidate_mask: ``(B, C)`` bool, candidates allowed.
+        max_iter, tol: passed to a solver named by string.
+        cg_tol, cg_max_iter: conjugate-gradient settings of the matrix-free back end.
+        return_info: also return an :class:`ArgminInfo`.
+        warn: warn (once per call site) when problems do not converge or need fallbacks.
+
+    Returns:
+        ``y*`` ``(B, n)`` (and the info when ``return_info``).
+    """
+    y0, params = _check_inputs(y0, params)
+    if damping < 0 or damping != damping:
+        raise ValueError(f"damping must be >= 0; got {damping}")
+    if regulariser not in REGULARISERS:
+        raise ValueError(f"regulariser must be one of {REGULARISERS}; got {regulariser!r}")
+    if adjoint not in ("implicit", "newton_step"):
+        raise ValueError(f"adjoint must be 'implicit' or 'newton_step'; got {adjoint!r}")
+    if adjoint == "newton_step" and not final_step:
+        raise ValueError("adjoint='newton_step' differentiates the final step: set final_step=True")
+    if adjoint == "newton_step" and regulariser != "ridge":
+        raise ValueError("adjoint='newton_step' supports regulariser='ridge' only")
+    b, n = y0.shape
+    backend = choose_backend(n, linear_solver)
+    if regulariser == "floor" and backend != "dense":
+        raise ValueError("regulariser='floor' needs eigenvalues: use linear_solver='dense'")
+    inner = _solver_from(solver, max_iter, tol)
+
+    if b == 0:
+        zero = sum((p.sum() * 0 for p in params if p.is_floating_point() and p.requires_grad),
+                   y0.new_zeros(()))
+        out = y0.detach().clone() + zero
+        info = ArgminInfo(*(y0.new_zeros(0) for _ in range(4)), backend=backend)
+        info.iterations = info.iterations.long()
+        info.converged = info.converged.bool()
+        return (out, info) if return_info else out
+
+    start_index = None
+    if candidates is not None:
+        if candidates.dim() != 3 or candidates.shape[0] != b or candidates.shape[2] != n:
+            raise ValueError(
+                f"candidates must have shape ({b}, C, {n}); got {tuple(candidates.shape)}"
+            )
+        y0, start_index = best_candidate(energy, candidates, params, candidate_mask)
+    e0 = energy_value(energy, y0.detach(), [p.detach() for p in params])
+    if not bool(torch.isfinite(e0).all()):
+        bad = torch.nonzero(~torch.isfinite(e0)).flatten().tolist()[:10]
+        raise ValueError(f"the energy is not finite at the start point of problems {bad}")
+
+    result = inner.minimize(energy, y0.detach(), [p.detach() for p in params])
+    y_pre = result.y.detach()
+    if not bool(torch.isfinite(y_pre).all()):
+        raise FloatingPointError("the inner solver returned NaN/Inf; check the energy's scale")
+    y_star, accepted, fwd_fb = y_pre, None, 0
+    if final_step:
+        y_star, accepted, fwd_fb = _final_step(energy, y_pre, params, damping, regulariser,
+                                               backend)
+    with torch.no_grad():
+        ps = [p.detach() for p in params]
+        g = gradient(energy, y_star, ps)
+        e = energy_value(energy, y_star, ps)
+    info = ArgminInfo(
+        iterations=result.iterations,
+        converged=result.converged,
+        grad_norm=g.norm(dim=-1),
+        energy=e,
+        start_index=start_index,
+        final_step_accepted=accepted,
+        forward_fallbacks=fwd_fb,
+        backend=backend,
+    )
+    if warn and info.num_not_converged:
+        warnings.warn(
+            f"argmin: {info.num_not_converged} of {b} problems did not converge "
+            f"(max ||∇E|| = {float(info.grad_norm.max()):.3g}); gradients there are approximate",
+            NonConvergenceWarning,
+            stacklevel=2,
+        )
+    spec = AdjointSpec(energy, float(damping), regulariser, backend, adjoint, cg_tol, cg_max_iter,
+                       record=info.backward)
+    y_point = y_pre if adjoint == "newton_step" else y_star
+    needs_graph = torch.is_grad_enabled() and any(
+        p.is_floating_point() and p.requires_grad for p in params
+    )
+    if needs_graph:
+        out = ArgminFunction.apply(spec, y_star, y_point, *params)
+    else:
+        out = y_star.clone()
+    return (out, info) if return_info else out

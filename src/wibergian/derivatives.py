@@ -1,0 +1,118 @@
+"""Batched derivatives of a user energy with respect to ``y``.
+
+Problems are independent (``E_b`` depends on ``y[b]`` only), so the gradient of ``Σ_b E_b`` with
+respect to ``y`` is the stack of per-problem gradients, and row ``i`` of every problem's Hessian is
+the gradient of ``Σ_b ∂E_b/∂y_bi``. Closed forms declared by the energy (see ``energy.py``) are
+used when present.
+
+Shapes: ``y`` is ``(B, n)``; gradients ``(B, n)``; Hessians ``(B, n, n)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .energy import EnergyFn, closed_gradient, closed_hessian
+
+
+def energy_value(energy: EnergyFn, y: Tensor, params: Sequence[Tensor]) -> Tensor:
+    """``E(y; w)`` with its shape checked: ``(B,)``."""
+    e = energy(y, *params)
+    if not isinstance(e, Tensor) or e.shape != (y.shape[0],):
+        got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
+        raise ValueError(
+            f"energy(y, *params) must return one value per problem, shape ({y.shape[0]},) for y "
+            f"of shape {tuple(y.shape)}; it returned {got}. Sum over everything but the batch "
+            "dimension inside your energy."
+        )
+    return e
+
+
+def gradient(
+    energy: EnergyFn, y: Tensor, params: Sequence[Tensor], *, create_graph: bool = False
+) -> Tensor:
+    """``∇_y E(y; w)``, shape ``(B, n)``.
+
+    With ``create_graph`` the result stays differentiable (w.r.t. ``y`` when ``y`` requires grad,
+    and w.r.t. any ``params`` that require grad).
+    """
+    closed = closed_gradient(energy)
+    if closed is not None:
+        with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
+            return closed(y, *params)
+    with torch.enable_grad():
+        yv = y if (create_graph and y.requires_grad) else y.detach().requires_grad_(True)
+        e = energy_value(energy, yv, params)
+        (g,) = torch.autograd.grad(e.sum(), yv, create_graph=create_graph)
+    return g
+
+
+def gradient_graph(energy: EnergyFn, y: Tensor, params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """``(y_leaf, g)`` with ``g = ∇_y E`` kept differentiable w.r.t. the leaf ``y_leaf`` and the
+    ``params`` that require grad: the common start of Hessian-vector products and of the adjoint.
+    """
+    with torch.enable_grad():
+        yv = y.detach().requires_grad_(True)
+        closed = closed_gradient(energy)
+        if closed is not None:
+            g = closed(yv, *params)
+        else:
+            e = energy_value(energy, yv, params)
+            (g,) = torch.autograd.grad(e.sum(), yv, create_graph=True)
+    return yv, g
+
+
+def hessian_from_graph(yv: Tensor, g: Tensor, *, create_graph: bool = False) -> Tensor:
+    """Dense Hessians ``(B, n, n)`` from a differentiable gradient ``g`` of leaf ``yv``.
+
+    One reverse pass per coordinate: row ``i`` is ``∂(Σ_b g_bi)/∂y``.
+    """
+    n = yv.shape[1]
+    rows = []
+    with torch.enable_grad():
+        for i in range(n):
+            if not g.requires_grad:  # gradient independent of y: Hessian is zero
+                rows.append(torch.zeros_like(yv))
+                continue
+            (r,) = torch.autograd.grad(
+                g[:, i].sum(), yv, retain_graph=True, create_graph=create_graph, allow_unused=True
+            )
+            rows.append(torch.zeros_like(yv) if r is None else r)
+    return torch.stack(rows, dim=1)
+
+
+def gradient_and_hessian(
+    energy: EnergyFn, y: Tensor, params: Sequence[Tensor]
+) -> tuple[Tensor, Tensor]:
+    """``(∇_y E, ∇²_y E)`` at ``y``, shapes ``(B, n)`` and ``(B, n, n)``, detached."""
+    closed_h = closed_hessian(energy)
+    if closed_h is not None:
+        with torch.no_grad():
+            return gradient(energy, y, params), closed_h(y, *params)
+    yv, g = gradient_graph(energy, y, [p.detach() for p in params])
+    h = hessian_from_graph(yv, g)
+    h = 0.5 * (h + h.transpose(1, 2))
+    return g.detach(), h.detach()
+
+
+def hvp_operator(
+    energy: EnergyFn, y: Tensor, params: Sequence[Tensor]
+) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """``(g, v ↦ H v)`` at ``y``: the gradient and a batched Hessian-vector product.
+
+    The gradient graph is built once and reused by every product (reverse over reverse), so a
+    product costs one backward pass. ``v`` and ``H v`` have shape ``(B, n)``.
+    """
+    yv, g = gradient_graph(energy, y, [p.detach() for p in params])
+
+    def hvp(v: Tensor) -> Tensor:
+        if not g.requires_grad:
+            return torch.zeros_like(v)
+        with torch.enable_grad():
+            (hv,) = torch.autograd.grad(g, yv, grad_outputs=v, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(v) if hv is None else hv
+
+    return g.detach(), hvp

@@ -1,0 +1,50 @@
+"""The energy protocol: what ``argmin`` needs to know about ``E(y; w)``.
+
+An energy is any callable ``energy(y, *params) -> (B,)`` for ``y`` of shape ``(B, n)``: one scalar
+per independent problem, where problem ``b`` depends on ``y[b]`` only. Autograd supplies its
+derivatives. An energy may also be an object that declares closed forms, which the solvers and
+the adjoint then use instead of autograd:
+
+- ``gradient(y, *params) -> (B, n)``: ``∇_y E``; must be written in differentiable torch ops
+  (the adjoint differentiates it with respect to ``params``).
+- ``hessian(y, *params) -> (B, n, n)``: ``∇²_y E``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+EnergyFn = Callable[..., Tensor]
+
+
+@runtime_checkable
+class HasGradient(Protocol):
+    """An energy that declares its gradient in closed form."""
+
+    def __call__(self, y: Tensor, *params: Tensor) -> Tensor: ...
+
+    def gradient(self, y: Tensor, *params: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class HasHessian(Protocol):
+    """An energy that declares its Hessian in closed form."""
+
+    def __call__(self, y: Tensor, *params: Tensor) -> Tensor: ...
+
+    def hessian(self, y: Tensor, *params: Tensor) -> Tensor: ...
+
+
+def closed_gradient(energy: EnergyFn) -> Callable[..., Tensor] | None:
+    """The energy's declared gradient, or ``None`` when autograd must be used."""
+    fn = getattr(energy, "gradient", None)
+    return fn if callable(fn) else None
+
+
+def closed_hessian(energy: EnergyFn) -> Callable[..., Tensor] | None:
+    """The energy's declared Hessian, or ``None`` when autograd must be used."""
+    fn = getattr(energy, "hessian", None)
+    return fn if callable(fn) else None

@@ -1,0 +1,184 @@
+"""Solving ``(H + λI) v = g`` for a batch of independent problems.
+
+Two regularisers of the Hessian, both bounded by ``1/λ``:
+
+- ``"ridge"`` (the paper's trust-region damping): ``(H + λI)^-1``. Along an eigenvector of
+  curvature ``h`` it scales the exact (undamped) answer by ``h/(h + λ)``: a deliberate bias.
+- ``"floor"``: ``Σ_i q_i q_iᵀ / max(h_i, λ)``. The same bound, but exact wherever ``h_i ≥ λ``.
+
+Back ends:
+
+- dense: batched Cholesky of ``H + λI`` (``(B, n, n)``). A problem whose matrix is not positive
+  definite (a saddle, a non-converged point, or ``λ = 0`` on a flat minimum) does not crash or
+  return NaN: its eigenvalues are clamped at zero before ``λ`` is added, and at
+  ``tiny = sqrt(eps)·max(1, max|h|)`` when that sum is still not positive. Such problems are
+  counted as fallbacks.
+- ``cg``: conjugate gradients on Hessian-vector products, per problem, each with its own
+  convergence test ``||r_b|| <= tol·||g_b||``. A direction of non-positive curvature stops that
+  problem's iteration (counted as a fallback) and returns the iterate reached so far (or
+  ``g/max(λ, tiny)`` when none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+REGULARISERS = ("ridge", "floor")
+
+
+@dataclass
+class SolveStats:
+    """What a batched linear solve did.
+
+    ``fallbacks``: problems that needed the eigenvalue clamp (dense) or hit negative curvature
+    (CG). ``min_eigenvalue``: smallest eigenvalue of ``H`` per problem when an
+    eigendecomposition was computed, else ``None``. ``iterations``: CG iterations per problem.
+    ``residual``: ``||(H + λI) v - g|| / ||g||`` per problem (ridge) when measured.
+    """
+
+    fallbacks: int = 0
+    fallback_mask: Tensor | None = None
+    min_eigenvalue: Tensor | None = None
+    iterations: Tensor | None = None
+    residual: Tensor | None = None
+
+
+def _tiny(h: Tensor) -> Tensor:
+    eps = torch.finfo(h.dtype).eps ** 0.5
+    scale = h.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    return eps * scale
+
+
+def _eig_solve(h: Tensor, g: Tensor, damping: float, regulariser: str) -> tuple[Tensor, Tensor]:
+    """Solve with an eigendecomposition; returns ``(v, eigenvalues)``."""
+    evals, evecs = torch.linalg.eigh(h)
+    if regulariser == "floor":
+        d = evals.clamp_min(damping) if damping > 0 else evals
+    else:
+        d = evals.clamp_min(0.0) + damping
+    d = torch.maximum(d, _tiny(evals))
+    coeff = (evecs.transpose(-1, -2) @ g.unsqueeze(-1)).squeeze(-1) / d
+    return (evecs @ coeff.unsqueeze(-1)).squeeze(-1), evals
+
+
+def dense_solve(h: Tensor, g: Tensor, damping: float, regulariser: str = "ridge") -> tuple[
+    Tensor, SolveStats
+]:
+    """Solve the regularised system for each problem.
+
+    Args:
+        h: Hessians ``(B, n, n)``, symmetric.
+        g: right-hand sides ``(B, n)``.
+        damping: ``λ ≥ 0``.
+        regulariser: ``"ridge"`` or ``"floor"``.
+
+    Returns:
+        ``v`` of shape ``(B, n)`` and the :class:`SolveStats`.
+    """
+    if regulariser not in REGULARISERS:
+        raise ValueError(f"regulariser must be one of {REGULARISERS}, got {regulariser!r}")
+    stats = SolveStats()
+    if h.shape[0] == 0:
+        stats.fallback_mask = torch.zeros(0, dtype=torch.bool, device=h.device)
+        return torch.zeros_like(g), stats
+    if regulariser == "floor":
+        v, evals = _eig_solve(h, g, damping, "floor")
+        stats.min_eigenvalue = evals[:, 0]
+        bad = evals[:, 0] < 0  # an indefinite Hessian: its negative curvature was floored
+        stats.fallback_mask = bad
+        stats.fallbacks = int(bad.sum())
+        return v, stats
+    n = h.shape[-1]
+    eye = torch.eye(n, dtype=h.dtype, device=h.device)
+    m = h + damping * eye
+    chol, info = torch.linalg.cholesky_ex(m)
+    v = torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1)
+    bad = info != 0
+    # Cholesky "succeeding" on a matrix with negative eigenvalues cannot happen, but a PD matrix
+    # with an enormous condition number can still produce non-finite output: treat it as bad.
+    bad = bad | ~torch.isfinite(v).all(dim=-1)
+    if bool(bad.any()):
+        v_fb, evals = _eig_solve(h[bad], g[bad], damping, "ridge")
+        v = v.clone()
+        v[bad] = v_fb
+        mins = torch.full((h.shape[0],), float("nan"), dtype=h.dtype, device=h.device)
+        mins[bad] = evals[:, 0]
+        stats.min_eigenvalue = mins
+    stats.fallback_mask = bad
+    stats.fallbacks = int(bad.sum())
+    return v, stats
+
+
+def cg_solve(
+    hvp: Callable[[Tensor], Tensor],
+    g: Tensor,
+    damping: float,
+    *,
+    tol: float = 1e-10,
+    max_iter: int | None = None,
+) -> tuple[Tensor, SolveStats]:
+    """Batched conjugate gradients for ``(H + λI) v = g`` with per-problem convergence.
+
+    Args:
+        hvp: ``v ↦ H v`` for ``v`` of shape ``(B, n)``.
+        g: right-hand sides ``(B, n)``.
+        damping: ``λ ≥ 0`` (ridge only: the floor needs eigenvalues).
+        tol: relative residual at which a problem stops.
+        max_iter: iteration cap (default ``max(10, min(n, 1000))``).
+
+    Returns:
+        ``v`` ``(B, n)`` and :class:`SolveStats` (iterations, residual, fallbacks).
+    """
+    b, n = g.shape
+    max_iter = max_iter if max_iter is not None else max(10, min(n, 1000))
+    x = torch.zeros_like(g)
+    r = g.clone()
+    p = r.clone()
+    rs = (r * r).sum(-1)
+    gnorm = rs.sqrt()
+    active = gnorm > 0
+    iters = torch.zeros(b, dtype=torch.long, device=g.device)
+    negative = torch.zeros(b, dtype=torch.bool, device=g.device)
+    tiny = torch.finfo(g.dtype).eps ** 0.5
+    for _ in range(max_iter):
+        if not bool(active.any()):
+            break
+        ap = hvp(p) + damping * p
+        pap = (p * ap).sum(-1)
+        neg = active & (pap <= tiny * (p * p).sum(-1))
+        if bool(neg.any()):
+            negative |= neg
+            first = neg & (iters == 0)
+            x = torch.where(first.unsqueeze(-1), g / max(damping, tiny), x)
+            active = active & ~neg
+        alpha = torch.where(active, rs / torch.where(active, pap, torch.ones_like(pap)), 0.0)
+        x = x + alpha.unsqueeze(-1) * p
+        r = r - alpha.unsqueeze(-1) * ap
+        rs_new = (r * r).sum(-1)
+        iters = iters + active.long()
+        done = rs_new.sqrt() <= tol * gnorm
+        beta = torch.where(active, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), 0.0)
+        p = torch.where(active.unsqueeze(-1), r + beta.unsqueeze(-1) * p, p)
+        rs = torch.where(active, rs_new, rs)
+        active = active & ~done
+    resid = (hvp(x) + damping * x - g).norm(dim=-1) / gnorm.clamp_min(torch.finfo(g.dtype).tiny)
+    stats = SolveStats(
+        fallbacks=int(negative.sum()),
+        fallback_mask=negative,
+        iterations=iters,
+        residual=resid,
+    )
+    return x, stats
+
+
+def choose_backend(n: int, requested: str) -> str:
+    """``"dense"`` for small ``n`` (≤ 64), ``"cg"`` above, unless one is requested."""
+    if requested not in ("auto", "dense", "cg"):
+        raise ValueError(f"linear_solver must be 'auto', 'dense' or 'cg', got {requested!r}")
+    if requested != "auto":
+        return requested
+    return "dense" if n <= 64 else "cg"

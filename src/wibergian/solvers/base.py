@@ -1,0 +1,36 @@
+"""What every inner solver returns, and the protocol a custom solver implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from torch import Tensor
+
+from ..energy import EnergyFn
+
+
+@dataclass
+class SolveResult:
+    """The outcome of an inner minimisation, per problem.
+
+    Attributes:
+        y: the solution ``(B, n)`` (detached).
+        converged: ``(B,)`` bool.
+        iterations: ``(B,)`` int64, iterations each problem ran.
+    """
+
+    y: Tensor
+    converged: Tensor
+    iterations: Tensor
+
+
+class Solver(Protocol):
+    """A batched minimiser: ``minimize(energy, y0, params) -> SolveResult``.
+
+    ``params`` arrive detached: the forward solve is never differentiated (the adjoint supplies
+    the gradient).
+    """
+
+    def minimize(self, energy: EnergyFn, y0: Tensor, params: Sequence[Tensor]) -> SolveResult: ...
