@@ -8,14 +8,16 @@ Two regularisers of the Hessian, both bounded by ``1/λ``:
 
 Back ends:
 
-- dense: batched Cholesky of ``H + λI`` (``(B, n, n)``). A problem whose matrix is not positive
-  definite (a saddle, a non-converged point, or ``λ = 0`` on a flat minimum) does not crash or
-  return NaN: its eigenvalues are clamped at zero before ``λ`` is added, and at
-  ``tiny = sqrt(eps)·max(1, max|h|)`` when that sum is still not positive. Such problems are
-  counted as fallbacks.
+- dense: batched Cholesky of ``H + λI`` (``(B, n, n)``). A problem whose ``H`` is not positive
+  semi-definite (a saddle, a non-converged point; tested by a Cholesky of ``H + tiny·I``), or
+  whose ``H + λI`` fails to factor (``λ = 0`` on a flat minimum), does not crash or return NaN:
+  its eigenvalues are clamped at zero before ``λ`` is added, and at
+  ``tiny = sqrt(eps)·max(1, max|h|)`` when that sum is still not positive. This keeps the
+  ``1/λ`` bound. Such problems are counted as fallbacks.
 - ``cg``: conjugate gradients on Hessian-vector products, per problem, each with its own
-  convergence test ``||r_b|| <= tol·||g_b||``. A direction of non-positive curvature stops that
-  problem's iteration (counted as a fallback) and returns the iterate reached so far (or
+  convergence test ``||r_b|| <= tol·||g_b||``. A search direction of negative curvature of
+  ``H`` (or non-positive curvature of ``H + λI``) stops that problem's iteration (counted as a
+  fallback) and returns the iterate reached so far (or
   ``g/max(λ, tiny)`` when none).
 """
 
@@ -97,10 +99,15 @@ def dense_solve(h: Tensor, g: Tensor, damping: float, regulariser: str = "ridge"
     m = h + damping * eye
     chol, info = torch.linalg.cholesky_ex(m)
     v = torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1)
-    bad = info != 0
-    # Cholesky "succeeding" on a matrix with negative eigenvalues cannot happen, but a PD matrix
-    # with an enormous condition number can still produce non-finite output: treat it as bad.
-    bad = bad | ~torch.isfinite(v).all(dim=-1)
+    bad = (info != 0) | ~torch.isfinite(v).all(dim=-1)
+    if damping > 0:
+        # H itself must be positive semi-definite for the 1/λ bound: H + λI can be positive
+        # definite while H has a negative eigenvalue in (-λ, 0), which would amplify by more
+        # than 1/λ. Test H + tiny·I (tiny relative to the scale of H).
+        scale = h.abs().amax(dim=(-1, -2)).clamp_min(1.0)
+        tiny = (torch.finfo(h.dtype).eps ** 0.5) * scale
+        _, info_psd = torch.linalg.cholesky_ex(h + tiny[:, None, None] * eye)
+        bad = bad | (info_psd != 0)
     if bool(bad.any()):
         v_fb, evals = _eig_solve(h[bad], g[bad], damping, "ridge")
         v = v.clone()
@@ -147,9 +154,12 @@ def cg_solve(
     for _ in range(max_iter):
         if not bool(active.any()):
             break
-        ap = hvp(p) + damping * p
+        hp = hvp(p)
+        ap = hp + damping * p
         pap = (p * ap).sum(-1)
-        neg = active & (pap <= tiny * (p * p).sum(-1))
+        pp = (p * p).sum(-1)
+        # negative curvature of H itself (not only of H + λI) would break the 1/λ bound
+        neg = active & ((pap <= tiny * pp) | ((p * hp).sum(-1) < -tiny * pp))
         if bool(neg.any()):
             negative |= neg
             first = neg & (iters == 0)

@@ -26,14 +26,14 @@ class LBFGS:
 
     Attributes:
         max_iter: iteration cap.
-        tol: gradient tolerance ``||g||_∞``.
+        tol: gradient tolerance ``||g||_∞`` (``None``: 1e-8 in float64, 1e-5 in float32).
         history: memory size ``m``.
         max_backtracks: halvings of the step in the line search.
         c1: Armijo constant.
     """
 
     max_iter: int = 200
-    tol: float = 1e-8
+    tol: float | None = None
     history: int = 10
     max_backtracks: int = 30
     c1: float = 1e-4
@@ -72,8 +72,9 @@ class LBFGS:
         valid = torch.zeros(b, m, dtype=torch.bool, device=dev)
         e = energy_value(energy, y, params)
         g = gradient(energy, y, params)
+        tol = self.tol if self.tol is not None else (1e-8 if dt == torch.float64 else 1e-5)
         iters = torch.zeros(b, dtype=torch.long, device=dev)
-        converged = g.abs().amax(-1) <= self.tol
+        converged = g.abs().amax(-1) <= tol
         stuck = torch.zeros(b, dtype=torch.bool, device=dev)
         for _ in range(self.max_iter):
             active = ~converged & ~stuck
@@ -113,7 +114,7 @@ class LBFGS:
             valid = valid & ~failed.unsqueeze(-1)
             y, e, g = y_new, e_new, torch.where(accepted.unsqueeze(-1), g_new, g)
             iters = iters + active.long()
-            converged = converged | (active & (g.abs().amax(-1) <= self.tol))
+            converged = converged | (active & (g.abs().amax(-1) <= tol))
             # A problem whose steepest-descent search fails even at the smallest step is stuck:
             # it stops here and stays reported as not converged.
             stuck = stuck | (failed & fresh & ~converged)

@@ -5,7 +5,10 @@ Each problem ``b`` keeps its own damping ``μ_b`` and takes the step
 ``ρ = (E(y) - E(y + d)) / (-(gᵀd + ½ dᵀHd))`` of actual to predicted decrease adapts ``μ_b``:
 ``ρ > 0.75`` shrinks it by 3, ``ρ < 0.25`` grows it by 2, a rejected step grows it by 4. An
 indefinite ``H_b + μ_b I`` (Cholesky fails) is treated as a rejected step. A problem stops when
-``||g_b||_∞ ≤ tol`` (or its step is below ``step_tol``); stopped problems are masked out.
+``||g_b||_∞ ≤ tol`` (default ``1e-8`` in float64, ``1e-5`` in float32), when its step is below
+``step_tol``, or when the predicted decrease falls under the floating-point resolution of the
+energy (``10·eps·(1 + |E|)``: no further progress is representable). Stopped problems are
+masked out.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class NewtonTrustRegion:
 
     Attributes:
         max_iter: iteration cap per problem.
-        tol: gradient tolerance ``||g||_∞``.
+        tol: gradient tolerance ``||g||_∞`` (``None``: by dtype).
         step_tol: a step shorter than this (∞-norm) also counts as converged.
         mu0: initial Levenberg-Marquardt damping.
         fixed_iterations: run exactly ``max_iter`` accepted-or-rejected iterations, ignoring
@@ -35,7 +38,7 @@ class NewtonTrustRegion:
     """
 
     max_iter: int = 100
-    tol: float = 1e-8
+    tol: float | None = None
     step_tol: float = 1e-12
     mu0: float = 1e-3
     fixed_iterations: bool = False
@@ -51,12 +54,14 @@ class NewtonTrustRegion:
         iters = torch.zeros(b, dtype=torch.long, device=dev)
         converged = torch.zeros(b, dtype=torch.bool, device=dev)
         e = energy_value(energy, y, params)
+        tol = self.tol if self.tol is not None else (1e-8 if dt == torch.float64 else 1e-5)
+        resolution = 10 * torch.finfo(dt).eps
         eye = torch.eye(n, dtype=dt, device=dev)
         for _ in range(self.max_iter):
             g, h = gradient_and_hessian(energy, y, params)
             gmax = g.abs().amax(-1)
             if not self.fixed_iterations:
-                converged = converged | (gmax <= self.tol)
+                converged = converged | (gmax <= tol)
                 active = ~converged
                 if not bool(active.any()):
                     break
@@ -81,8 +86,9 @@ class NewtonTrustRegion:
             iters = iters + active.long()
             if not self.fixed_iterations:
                 small = ok & (d.abs().amax(-1) <= self.step_tol * (1 + y.abs().amax(-1)))
-                converged = converged | small
+                flat = pd & active & (pred.abs() <= resolution * (1 + e.abs()))
+                converged = converged | small | flat
         if self.fixed_iterations or not bool(converged.all()):
             g, _ = gradient_and_hessian(energy, y, params)
-            converged = converged | (g.abs().amax(-1) <= self.tol)
+            converged = converged | (g.abs().amax(-1) <= tol)
         return SolveResult(y=y, converged=converged, iterations=iters)
