@@ -22,6 +22,6 @@ def test_readme_example_runs_and_shrinks_the_kernel():
     scope: dict = {}
     with contextlib.redirect_stdout(out):
         exec(compile(code, "README.md", "exec"), scope)
-    assert float(scope["sigma"]) < 10.0  # from 20 towards the inlier scale
+    assert scope["sigma"].item() < 10.0  # from 20 towards the inlier scale
     lines = out.getvalue().strip().splitlines()
     assert len(lines) == 5 and lines[0].startswith("step   0")
