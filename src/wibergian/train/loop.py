@@ -1,0 +1,452 @@
+"""The training loop: `Trainer(model, loss_fn, train_data, cfg, run_dir, resume, eval_fn).fit()`.
+
+One update s (counted from 1):
+
+1. this rank's share of the global batch (`sampling.BatchSource`), moved to the device;
+2. learning rate = base rate x `schedule.lr_factor(cfg, s)`;
+3. ``loss, metrics = loss_fn(model, batch)`` through ``DistributedDataParallel`` when running
+   under torchrun. ``loss`` must be the *mean* over this rank's examples; with equal local batch
+   sizes b = G / K, DDP's gradient average (1/K) sum_r grad(mean_r) equals the gradient of the
+   mean over the global batch G, so K processes follow the same trajectory as one;
+4. loss and metrics are averaged over ranks; a non-finite loss stops here (`NonFiniteError`);
+5. backward; a non-finite gradient (after DDP's all-reduce, identical on all ranks) stops;
+6. optional clipping of the global gradient norm, optimiser step;
+7. log record every ``log_every`` updates (means over the window), eval every ``eval_every``,
+   checkpoint every ``checkpoint_every`` (parameters checked finite first), both also at the end;
+8. after a SIGTERM/SIGINT (`signals.GracefulStop`, flag averaged over ranks with the loss):
+   checkpoint this update and return with ``stop_reason="interrupted"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt
+from . import distributed as D
+from . import faults
+from .config import TrainConfig, trajectory_differences
+from .finite import NonFiniteError, describe, first_nonfinite
+from .progress import Progress
+from .rundir import RunDir, dumps
+from .sampling import BatchSource, move_to
+from .schedule import lr_factor
+from .seeding import capture_rng, data_generator, restore_rng, seed_everything
+from .signals import GracefulStop
+
+LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
+EvalFn = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass
+class TrainResult:
+    """What `Trainer.fit` returns.
+
+    ``stop_reason``: "completed" (all steps done in this call), "already_complete" (resumed
+    a run whose last checkpoint is the final step) or "interrupted" (SIGTERM/SIGINT: the state
+    after ``steps_done`` updates is checkpointed; resume to continue). ``final_loss`` is the
+    global loss of the last update; ``history`` holds every log and eval record (as in
+    metrics.jsonl).
+    """
+
+    steps_done: int
+    final_loss: float | None
+    history: list[dict[str, Any]]
+    run_dir: Path | None
+    stop_reason: str
+    final_eval: dict[str, float] | None = None
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    last_checkpoint: Path | None = None
+    world_size: int = 1
+
+
+class _LossModule(nn.Module):
+    """Wraps model + loss so that DDP sees the whole forward while ``loss_fn`` still receives
+    the bare model (with all its attributes)."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss_fn(self.model, batch)
+
+
+class _Window:
+    """Sums over the current log window (checkpointed, so resumed logs match exactly)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sums: dict[str, float] = {}
+
+    def add(self, values: dict[str, float]) -> None:
+        self.n += 1
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def flush(self) -> dict[str, float]:
+        out = {k: v / self.n for k, v in self.sums.items()}
+        self.n, self.sums = 0, {}
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "sums": dict(self.sums)}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.n, self.sums = int(s["n"]), dict(s["sums"])
+
+
+def _as_float(v: Any, what: str) -> float:
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            raise ValueError(f"{what} must be a number or a one-element tensor, got shape "
+                             f"{tuple(v.shape)}")
+        return float(v.detach().item())
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    raise TypeError(f"{what} must be a number, got {type(v).__name__}")
+
+
+def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD(momentum) over ``params`` at ``cfg.lr``."""
+    if not params:
+        raise ValueError("the model has no parameters that require grad")
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+class Trainer:
+    """The shared training loop (see the module docstring for one update).
+
+    Parameters
+    ----------
+    model: the module to train, in place (moved to the device).
+    loss_fn: ``(model, batch) -> (loss, metrics)``; loss a scalar tensor, the mean over the
+        batch; metrics a dict of numbers (means over the batch), logged and averaged over ranks.
+    train_data: tensors, a Dataset or a callable ``(step, generator) -> batch`` (see sampling.py).
+    config: `TrainConfig`.
+    run_dir: the run folder (None: write nothing, no checkpoints).
+    resume: continue from the newest checkpoint in ``run_dir`` (start fresh if there is none).
+    eval_fn: ``model -> dict of numbers``, run on rank 0 in ``model.eval()`` mode every
+        ``eval_every`` updates and at the end (it is not wrapped in ``no_grad``: argmin layers
+        may need autograd inside their forward).
+    optimizer: a ready optimiser over the model's parameters instead of ``config.optimizer``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        train_data: Any,
+        config: TrainConfig,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        eval_fn: EvalFn | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise TypeError("loss_fn must be callable (model, batch) -> (loss, metrics)")
+        config.validate()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.train_data = train_data
+        self.config = config
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.resume = resume
+        self.eval_fn = eval_fn
+        self._optimizer = optimizer
+
+    # ------------------------------------------------------------------ driver
+    def fit(self) -> TrainResult:
+        """Train to ``config.steps`` updates (or stop with `NonFiniteError`)."""
+        info = D.setup(self.config.backend)
+        prev_det = torch.are_deterministic_algorithms_enabled()
+        prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+        try:
+            if self.config.deterministic:
+                # cuBLAS needs this for reproducible matrix products on CUDA
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+                torch.use_deterministic_algorithms(True, warn_only=True)
+            return self._fit(info)
+        finally:
+            torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+            D.teardown(info)
+
+    def _fit(self, info: D.DistInfo) -> TrainResult:
+        cfg = self.config
+        cfg_dict = json.loads(dumps(cfg.to_dict()))
+        device = D.resolve_device(cfg.device, info)
+        seed_everything(cfg.seed, info.rank)
+        model = self.model.to(device)
+        model.train()
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        opt = self._optimizer or build_optimizer(cfg, [p for _, p in named])
+        base_lrs = [g["lr"] for g in opt.param_groups]
+        source = BatchSource(self.train_data, cfg.batch_size, data_generator(cfg.seed), info)
+        run = RunDir(self.run_dir, enabled=info.is_main)
+
+        D.on_main(lambda: run.prepare(self.resume), info)
+        state = None
+        if self.resume and self.run_dir is not None:
+            state = D.on_main(lambda: self._load_latest(run), info)
+
+        start, history, window = 0, [], _Window()
+        elapsed0, last_loss, last_metrics = 0.0, None, {}
+        last_path = None
+        if state is not None:
+            bad = trajectory_differences(state["config"], cfg_dict)
+            if bad:
+                raise ValueError(
+                    "cannot resume: the configuration differs from the checkpoint's in "
+                    + ", ".join(f"{k} ({state['config'].get(k)!r} -> {getattr(cfg, k)!r})"
+                                for k in bad)
+                )
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            source.load_state_dict(state["data"])
+            rngs = state["rng"]
+            if len(rngs) == info.world_size:
+                restore_rng(rngs[info.rank])
+            else:
+                warnings.warn(
+                    f"checkpoint holds RNG states of {len(rngs)} processes, this run has "
+                    f"{info.world_size}: global RNGs re-seeded (data order is still exact)",
+                    RuntimeWarning, stacklevel=2,
+                )
+            start = int(state["step"])
+            history = list(state["history"])
+            window.load_state_dict(state["window"])
+            elapsed0 = float(state["elapsed"])
+            last_loss = state["last_loss"]
+            last_metrics = dict(state["last_metrics"])
+            last_path = ckpt.checkpoint_path(run.checkpoints, start)
+            run.rewrite_metrics(history)
+        elif run.enabled:
+            run.rewrite_metrics([])
+
+        run.write_json("config.json", cfg_dict)
+        run.write_json("env.json", self._env(info, device, start))
+        run.start_tensorboard(purge_step=start + 1 if start else None)
+
+        mode = "off" if (cfg.quiet or not info.is_main) else "auto"
+        progress = Progress(cfg.steps, start, mode)
+        if state is not None:
+            progress.message(f"resumed {self.run_dir} at step {start}")
+
+        module: nn.Module = _LossModule(model, self.loss_fn)
+        if info.is_distributed:
+            module = nn.parallel.DistributedDataParallel(
+                module,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=cfg.find_unused_parameters,
+            )
+
+        t0 = time.perf_counter() - elapsed0
+        final_eval = next((
+            {k: v for k, v in r.items() if k not in ("step", "split", "wall")}
+            for r in reversed(history) if r.get("split") == "eval" and r["step"] == cfg.steps
+        ), None)
+        step = start
+        stop_now = False
+        stopper = GracefulStop()
+        try:
+            stopper.__enter__()
+            for step in range(start + 1, cfg.steps + 1):
+                batch = move_to(source.next_batch(step), device)
+                factor = lr_factor(cfg, step)
+                for g, base in zip(opt.param_groups, base_lrs, strict=True):
+                    g["lr"] = base * factor
+                out = module(batch)
+                loss, metrics = self._check_output(out)
+                names = sorted(metrics)
+                local = torch.tensor(
+                    [_as_float(loss, "loss")] + [_as_float(metrics[k], f"metric {k!r}")
+                                                 for k in names] + [float(stopper.requested)],
+                    dtype=torch.float64, device=device,
+                )
+                values = D.all_reduce_mean(local, info).tolist()
+                stop_now = values.pop() > 0  # a stop signal reached some process
+                if not math.isfinite(values[0]):
+                    raise NonFiniteError(step, "loss", describe(torch.tensor(values[0])),
+                                         last_path)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = self._grad_norm(named, step, last_path)
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
+                opt.step()
+
+                last_loss = values[0]
+                last_metrics = dict(zip(names, values[1:], strict=True))
+                window.add({"loss": last_loss, **last_metrics, "grad_norm": grad_norm})
+                progress.update()
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    record = {"step": step, "split": "train", **window.flush(),
+                              "lr": opt.param_groups[0]["lr"]}
+                    if source.epoch is not None:
+                        record["epoch"] = source.epoch
+                    record["wall"] = round(time.perf_counter() - t0, 3)
+                    history.append(record)
+                    run.log(record)
+                    progress.record(record)
+                faults.after_step(step)
+
+                if self.eval_fn is not None and (
+                    step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)
+                ):
+                    final_eval = self._evaluate(model, info)
+                    record = {"step": step, "split": "eval", **final_eval,
+                              "wall": round(time.perf_counter() - t0, 3)}
+                    history.append(record)
+                    run.log(record)
+                    progress.record(record)
+
+                if stop_now or step == cfg.steps or (
+                    cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+                ):
+                    bad = first_nonfinite((n, p.detach()) for n, p in named)
+                    if bad is not None:
+                        raise NonFiniteError(step, f"parameter {bad[0]!r}", describe(bad[1]),
+                                             last_path)
+                    snapshot = {
+                        "format": ckpt.FORMAT_VERSION,
+                        "step": step,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "data": source.state_dict(),
+                        "rng": D.all_gather_object(capture_rng(), info),
+                        "config": cfg_dict,
+                        "history": history,
+                        "window": window.state_dict(),
+                        "elapsed": time.perf_counter() - t0,
+                        "last_loss": last_loss,
+                        "last_metrics": last_metrics,
+                        "world_size": info.world_size,
+                    }
+                    if run.enabled:
+                        last_path = ckpt.save_checkpoint(run.checkpoints, snapshot)
+                        ckpt.prune(run.checkpoints, cfg.keep_checkpoints)
+                    elif run.checkpoints is not None:
+                        last_path = ckpt.checkpoint_path(run.checkpoints, step)
+                if stop_now and step < cfg.steps:
+                    progress.message(f"stop signal: checkpointed step {step} and stopped; "
+                                     "resume to continue")
+                    break
+            else:
+                stop_now = False
+        except NonFiniteError as err:
+            progress.message(str(err))
+            run.write_json("results.json", {
+                "stop_reason": "non_finite", "step": err.step, "quantity": err.quantity,
+                "message": str(err), "steps_done": err.step - 1,
+                "last_checkpoint": last_path, "world_size": info.world_size,
+            })
+            raise
+        finally:
+            stopper.__exit__()
+            progress.close()
+            run.close()
+
+        if stop_now:
+            stop, done = "interrupted", step
+        else:
+            stop, done = ("completed" if start < cfg.steps else "already_complete"), cfg.steps
+        wall = time.perf_counter() - t0
+        run.save_model(model.state_dict())
+        run.write_json("results.json", {
+            "stop_reason": stop, "steps_done": done, "final_loss": last_loss,
+            "final_metrics": last_metrics, "final_eval": final_eval,
+            "last_checkpoint": last_path, "world_size": info.world_size,
+            "wall_seconds": round(wall, 3),
+        })
+        if cfg.plot:
+            run.plot(history)
+        return TrainResult(
+            steps_done=done, final_loss=last_loss, history=history, run_dir=self.run_dir,
+            stop_reason=stop, final_eval=final_eval, final_metrics=last_metrics,
+            last_checkpoint=last_path, world_size=info.world_size,
+        )
+
+    # ------------------------------------------------------------------ pieces
+    @staticmethod
+    def _check_output(out: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+            raise TypeError("loss_fn must return (loss tensor, metrics dict)")
+        loss, metrics = out
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise TypeError("loss_fn's loss must be a one-element tensor (mean over the batch)")
+        if not loss.requires_grad:
+            raise ValueError("loss_fn's loss does not depend on any trainable parameter")
+        return loss, metrics
+
+    @staticmethod
+    def _grad_norm(named: list[tuple[str, nn.Parameter]], step: int,
+                   last_path: Path | None) -> float:
+        grads = [p.grad for _, p in named if p.grad is not None]
+        if not grads:
+            raise ValueError("no parameter received a gradient from the loss")
+        norm = float(torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g.detach().double()) for g in grads])))
+        if math.isfinite(norm):
+            return norm
+        bad = first_nonfinite((n, p.grad) for n, p in named)
+        if bad is None:
+            raise NonFiniteError(step, "gradient norm", f"overflow: {norm}", last_path)
+        raise NonFiniteError(step, f"gradient of parameter {bad[0]!r}", describe(bad[1]),
+                             last_path)
+
+    def _evaluate(self, model: nn.Module, info: D.DistInfo) -> dict[str, float]:
+        assert self.eval_fn is not None
+        eval_fn = self.eval_fn
+
+        def run() -> dict[str, float]:
+            model.eval()
+            try:
+                out = eval_fn(model)
+            finally:
+                model.train()
+            if not isinstance(out, dict):
+                raise TypeError(f"eval_fn must return a dict, got {type(out).__name__}")
+            return {str(k): _as_float(v, f"eval_fn value {k!r}") for k, v in out.items()}
+
+        return D.on_main(run, info)
+
+    def _load_latest(self, run: RunDir) -> dict[str, Any] | None:
+        assert run.checkpoints is not None
+        for p in ckpt.remove_stale_tmp(run.checkpoints):
+            warnings.warn(f"removed unfinished checkpoint file {p}", RuntimeWarning, stacklevel=2)
+        found = ckpt.load_latest(run.checkpoints)
+        return None if found is None else found[0]
+
+    def _env(self, info: D.DistInfo, device: torch.device, start: int) -> dict[str, Any]:
+        return {
+            "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "resumed_from_step": start,
+            "world_size": info.world_size,
+            "backend": info.backend,
+            "device": str(device),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "host": platform.node(),
+            "argv": sys.argv,
+        }
