@@ -1,0 +1,139 @@
+"""From a loaded VOT folder to per-frame tensors, train/test protocols, crowd baselines.
+
+A *frame sample* holds, for one frame ``f`` of one sequence, with ``T`` trackers:
+
+- ``boxes`` (T, 4) every tracker's box ``x, y, w, h`` (0 where the tracker gave no region);
+- ``valid`` (T,) True where it gave one (failure/unknown/initialisation codes are False);
+- ``gt`` (4,) the ground-truth box;
+- ``frame`` () the frame index ``f`` (0 = initialisation frame);
+- ``first_size`` (T, 2) the tracker's first-frame box size ``(w_0, h_0)``.
+
+Frames used: ``f >= 1`` (frame 0 is the initialisation, given to every tracker), ground truth
+known (not a special code), at least one valid tracker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .geometry import box_to_corners, iou
+from .vot import VOTDataset
+
+PROTOCOLS = ("frames", "sequences")
+
+
+@dataclass
+class Frames:
+    boxes: torch.Tensor       # (N, T, 4)
+    valid: torch.Tensor       # (N, T) bool
+    gt: torch.Tensor          # (N, 4)
+    frame: torch.Tensor       # (N,)
+    first_size: torch.Tensor  # (N, T, 2)
+    seq: torch.Tensor         # (N,) long, index into ``names``
+    names: list[str]
+    trackers: list[str]
+
+    def __len__(self) -> int:
+        return self.gt.shape[0]
+
+    def subset(self, idx: torch.Tensor) -> Frames:
+        return Frames(self.boxes[idx], self.valid[idx], self.gt[idx], self.frame[idx],
+                      self.first_size[idx], self.seq[idx], self.names, self.trackers)
+
+    def inputs(self) -> tuple[torch.Tensor, ...]:
+        """The model inputs ``(boxes, valid, frame, first_size)``."""
+        return self.boxes, self.valid, self.frame, self.first_size
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """Inputs then ground truth: what the trainer samples rows of."""
+        return (*self.inputs(), self.gt)
+
+
+def frames_from_dataset(ds: VOTDataset, dtype: torch.dtype = torch.float32) -> Frames:
+    boxes, valid, gt, frame, first, seq = [], [], [], [], [], []
+    for i, s in enumerate(ds.sequences):
+        f = np.arange(s.length)
+        keep = (f >= 1) & np.all(np.isfinite(s.gt), axis=1) & s.valid.any(axis=0)
+        idx = f[keep]
+        b = np.where(s.valid[:, idx, None], s.boxes[:, idx], 0.0)
+        boxes.append(b.transpose(1, 0, 2))
+        valid.append(s.valid[:, idx].T)
+        gt.append(s.gt[idx])
+        frame.append(idx)
+        first.append(np.broadcast_to(s.first_size, (len(idx), *s.first_size.shape)))
+        seq.append(np.full(len(idx), i))
+
+    def cat(xs: list[np.ndarray], dt: torch.dtype) -> torch.Tensor:
+        return torch.as_tensor(np.concatenate(xs, axis=0), dtype=dt)
+
+    return Frames(cat(boxes, dtype), cat(valid, torch.bool), cat(gt, dtype), cat(frame, dtype),
+                  cat(first, dtype), cat(seq, torch.long), [s.name for s in ds.sequences],
+                  list(ds.trackers))
+
+
+def split(frames: Frames, protocol: str, seed: int, train_fraction: float = 2 / 3
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(train, test)`` for one of the two protocols of Table 1.
+
+    ``"frames"``: every frame independently to train with probability ``train_fraction``
+    (frames of one sequence end up on both sides: neighbouring frames are nearly identical, so
+    this protocol leaks and measures close to training error). ``"sequences"``: sequences in a
+    random order go to train until it holds ``train_fraction`` of the frames; the rest is test.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = len(frames)
+    if protocol == "frames":
+        perm = torch.randperm(n, generator=g)
+        k = round(train_fraction * n)
+        return perm[:k].sort().values, perm[k:].sort().values
+    if protocol == "sequences":
+        n_seq = len(frames.names)
+        counts = torch.bincount(frames.seq, minlength=n_seq)
+        order = torch.randperm(n_seq, generator=g)
+        cum = torch.cumsum(counts[order], 0)
+        n_train = int((cum < train_fraction * n).sum()) + 1
+        n_train = min(max(n_train, 1), n_seq - 1)
+        is_train = torch.zeros(n_seq, dtype=torch.bool)
+        is_train[order[:n_train]] = True
+        mask = is_train[frames.seq]
+        return mask.nonzero().squeeze(1), (~mask).nonzero().squeeze(1)
+    raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def crowd_fusion(frames: Frames, how: str) -> torch.Tensor:
+    """Mean or median (per coordinate) of the valid trackers' corners -> boxes (N, 4)."""
+    from .geometry import corners_to_box
+
+    c = box_to_corners(frames.boxes)
+    v = frames.valid
+    if how == "mean":
+        w = v.to(c.dtype).unsqueeze(-1)
+        return corners_to_box((c * w).sum(1) / w.sum(1).clamp(min=1))
+    if how == "median":
+        x = torch.where(v.unsqueeze(-1), c, torch.full_like(c, float("nan")))
+        return corners_to_box(torch.nanmedian(x, dim=1).values)
+    raise ValueError(f"unknown crowd fusion {how!r}")
+
+
+def single_tracker_iou(frames: Frames) -> torch.Tensor:
+    """(T,) mean IoU of each tracker; frames where it gave no region count as IoU 0."""
+    per = iou(frames.boxes, frames.gt.unsqueeze(1))
+    per = torch.where(frames.valid, per, torch.zeros_like(per))
+    return per.mean(0)
+
+
+def baselines(frames: Frames) -> dict:
+    """Mean fusion, median fusion and every single tracker (sorted, best first)."""
+    single = single_tracker_iou(frames)
+    order = torch.argsort(single, descending=True)
+    return {
+        "mean_fusion": float(iou(crowd_fusion(frames, "mean"), frames.gt).mean()),
+        "median_fusion": float(iou(crowd_fusion(frames, "median"), frames.gt).mean()),
+        "single_trackers": [[frames.trackers[i], float(single[i])] for i in order.tolist()],
+    }
