@@ -1,0 +1,172 @@
+"""Building, training, saving and loading the pose-lifting model.
+
+Training minimises the mean per-joint position error (Protocol 1, root-centred, in metres)
+of the fused reconstruction, through the minimum of the fitting energy (``wibergian.argmin`` and
+``wibergian.lstsq``), with the shared trainer ``wibergian.train.Trainer``. A batch is a set of
+frames: (points (F, C, J, 2) px, visible (F, C, J), ground truth (F, J, 3) mm, per-frame camera
+tensors). In monocular mode each view of a frame is lifted separately and all views count.
+
+The untrained model's pose prior is fit by PPCA on a *source* set of 3D poses (by default the
+first half of the training frames in time: a stand-in for the generic motion-capture model of
+Tome et al.); the "refit" ablation fits the same PPCA on all training poses instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from wibergian.train import TrainConfig, Trainer
+
+from .datasets import PoseData
+from .lifting import root_centre
+from .model import CAMERA_KEYS, ModelConfig, PoseModel, camera_tensors
+from .ppca import PPCAMixture, fit_mixture
+
+
+@dataclass
+class Arrays:
+    """Frames as tensors: points (F, C, J, 2) px, visible (F, C, J), gt (F, J, 3) mm, cams."""
+
+    points: Tensor
+    visible: Tensor
+    gt: Tensor
+    cams: dict[str, Tensor]
+
+    def as_tuple(self) -> tuple[Tensor, ...]:
+        return (self.points, self.visible, self.gt, *(self.cams[k] for k in CAMERA_KEYS))
+
+
+def arrays(data: PoseData, dtype: torch.dtype = torch.float64) -> Arrays:
+    """All frames of ``data`` as :class:`Arrays`."""
+    return Arrays(
+        points=data.poses2d.to(dtype), visible=data.visible.to(dtype),
+        gt=data.poses3d.to(dtype), cams=camera_tensors(data.camera_batch(), dtype),
+    )
+
+
+def unpack(batch: tuple[Tensor, ...]) -> Arrays:
+    """Inverse of :meth:`Arrays.as_tuple`."""
+    points, visible, gt, *cams = batch
+    return Arrays(points, visible, gt, dict(zip(CAMERA_KEYS, cams, strict=True)))
+
+
+def pose_loss(model: PoseModel, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
+    """Mean per-joint error (root-centred, metres) of the fused pose; metrics in mm."""
+    b = unpack(batch)
+    res = model(b.points, b.visible, b.cams)
+    gt = root_centre(b.gt.to(res.pose.dtype) / 1000.0)
+    if res.pose.dim() == 4:  # mono: (F, C, J, 3)
+        gt = gt[:, None]
+    err = (res.pose - gt).pow(2).sum(-1).add(1e-12).sqrt().mean()
+    return err, {"P1_mm": float(err.detach()) * 1000.0}
+
+
+def source_poses(data: PoseData, source: str) -> Tensor:
+    """3D poses the PPCA prior is fit on: ``"half"`` (first half of the training frames) or
+    ``"train"`` (all training frames)."""
+    tr = data.poses3d[data.train_idx]
+    if source == "half":
+        return tr[: max(tr.shape[0] // 2, 1)]
+    if source == "train":
+        return tr
+    raise ValueError(f"source must be 'half' or 'train', got {source!r}")
+
+
+def build_model(data: PoseData, config: ModelConfig, num_models: int = 6, num_basis: int = 12,
+                source: str = "half", seed: int = 0) -> PoseModel:
+    """PPCA mixture on the source poses of ``data`` -> an untrained :class:`PoseModel`."""
+    mix, scale = fit_mixture(source_poses(data, source), num_models, num_basis, seed=seed)
+    return PoseModel(mix, scale, data.num_cameras, config)
+
+
+def empty_model(meta: dict) -> PoseModel:
+    """A :class:`PoseModel` of the shapes recorded in ``meta`` (values to be loaded)."""
+    k, b, j = meta["num_models"], meta["num_basis"], 17
+    mix = PPCAMixture(
+        mean=torch.zeros(k, j * 3, dtype=torch.float64),
+        basis=torch.zeros(k, b, j * 3, dtype=torch.float64),
+        std=torch.ones(k, b, dtype=torch.float64), noise=torch.ones(k, dtype=torch.float64),
+        weight=torch.full((k,), 1.0 / k, dtype=torch.float64),
+    )
+    return PoseModel(mix, meta["scale_mm"], meta["num_cameras"], ModelConfig(**meta["config"]))
+
+
+def save_model(model: PoseModel, run_dir: Path, extra: dict | None = None) -> None:
+    """Write ``pose_model.json`` (shapes and settings) and ``pose_model.pt`` (parameters)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "num_models": model.num_models, "num_basis": model.num_basis,
+        "num_cameras": model.num_cameras, "scale_mm": model.s0 * 1000.0,
+        "config": model.config.to_dict(), **(extra or {}),
+    }
+    (run_dir / "pose_model.json").write_text(json.dumps(meta, indent=2))
+    torch.save(model.state_dict(), run_dir / "pose_model.pt")
+
+
+def load_model(run_dir: Path) -> PoseModel:
+    """Load a model written by :func:`save_model`; errors name the missing file."""
+    run_dir = Path(run_dir)
+    meta_path, state_path = run_dir / "pose_model.json", run_dir / "pose_model.pt"
+    for p in (meta_path, state_path):
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: not found; is {run_dir} a `wibergian pose train` run?")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{meta_path}: invalid JSON ({err})") from None
+    model = empty_model(meta)
+    model.load_state_dict(torch.load(state_path, weights_only=True))
+    return model
+
+
+#: learning-rate multipliers per parameter: the pose vectors (entries ~0.1 m) move slowly,
+#: the log-scales of the hand-set scalars fast.
+LR_FACTORS: dict[str, float] = {
+    "mean": 0.1, "basis": 0.1, "log_reg": 3.0, "log_robust": 3.0, "log_temp": 3.0,
+    "log_cam_w": 3.0, "fusion_bias": 3.0,
+}
+
+
+def make_optimizer(model: PoseModel, cfg: TrainConfig,
+                   factors: dict[str, float] | None = None) -> torch.optim.Optimizer:
+    """Adam (or SGD) with per-parameter learning rates ``cfg.lr × factors[name]`` (default 1)."""
+    factors = LR_FACTORS if factors is None else factors
+    groups = [{"params": [p], "lr": cfg.lr * factors.get(n, 1.0)}
+              for n, p in model.named_parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train_model(model: PoseModel, train: PoseData, cfg: TrainConfig, run_dir: Path | None = None,
+                learn: str = "all", resume: bool = False,
+                lr_factors: dict[str, float] | None = None) -> tuple[PoseModel, dict]:
+    """Train ``model`` on the frames of ``train`` (all of them). Returns (model, summary).
+
+    ``lr_factors`` multiplies the learning rate per parameter name (default :data:`LR_FACTORS`;
+    pass ``{}`` for one rate for all)."""
+    model.set_learnable(learn)
+    data = arrays(train).as_tuple()
+    t0 = time.perf_counter()
+    opt = make_optimizer(model, cfg, lr_factors)
+    result = Trainer(model, pose_loss, data, cfg, run_dir=run_dir, resume=resume,
+                     optimizer=opt).fit()
+    seconds = time.perf_counter() - t0
+    summary = {
+        "steps": result.steps_done, "final_loss_mm": None if result.final_loss is None
+        else 1000.0 * result.final_loss, "seconds": seconds, "learn": learn,
+        "learnable_parameters": model.num_learnable(),
+    }
+    if run_dir is not None:
+        save_model(model, run_dir, {"train": summary})
+    return model, summary
