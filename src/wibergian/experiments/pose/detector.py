@@ -105,20 +105,21 @@ def simulate_detections(
     scale = torch.tensor(cfg.joint_scale, dtype=dtype)[:, None] * cfg.noise_px
     noise = torch.randn(clean.shape, generator=gen, dtype=dtype) * scale
     # gross errors: take another joint's true position
-    gross = torch.rand((*lead, J), generator=gen) < cfg.gross_rate
+    gross = torch.rand((*lead, J), generator=gen, dtype=torch.float32) < cfg.gross_rate
     offset = torch.randint(1, J, (*lead, J), generator=gen)
     other = (torch.arange(J) + offset) % J
     wrong = torch.gather(clean, -2, other.unsqueeze(-1).expand(*lead, J, 2))
     points = torch.where(gross.unsqueeze(-1), wrong, clean) + noise
     # left/right swaps of whole limbs
-    swapped = torch.rand((*lead, len(SWAP_GROUPS)), generator=gen) < cfg.swap_rate
+    u_swap = torch.rand((*lead, len(SWAP_GROUPS)), generator=gen, dtype=torch.float32)
+    swapped = u_swap < cfg.swap_rate
     perm = torch.arange(J).expand(*lead, J).clone()
     for g, (left, right) in enumerate(SWAP_GROUPS):
         s = swapped[..., g : g + 1]
         perm[..., list(left)] = torch.where(s, torch.tensor(right), torch.tensor(left))
         perm[..., list(right)] = torch.where(s, torch.tensor(left), torch.tensor(right))
     points = torch.gather(points, -2, perm.unsqueeze(-1).expand(*lead, J, 2))
-    missing = torch.rand((*lead, J), generator=gen) < cfg.missing_rate
+    missing = torch.rand((*lead, J), generator=gen, dtype=torch.float32) < cfg.missing_rate
     points = torch.where(missing.unsqueeze(-1), torch.zeros((), dtype=dtype), points)
     return Detections(points=points, visible=~missing, gross=gross, swapped=swapped,
                       missing=missing)
