@@ -98,6 +98,42 @@ def gradient_and_hessian(
     return g.detach(), h.detach()
 
 
+def value_gradient_hessian(
+    energy: EnergyFn, y: Tensor, params: Sequence[Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(E, ∇_y E, ∇²_y E)`` at ``y``, detached: shapes ``(B,)``, ``(B, n)``, ``(B, n, n)``.
+
+    An energy may declare ``value_gradient_hessian(y, *params)`` returning all three from one
+    pass (for example one exponential per term instead of three); otherwise the value comes from
+    the same forward pass that builds autograd's gradient graph (closed-form ``gradient`` /
+    ``hessian`` are used when declared, as in :func:`gradient_and_hessian`).
+    """
+    ps = [p.detach() for p in params]
+    fused = getattr(energy, "value_gradient_hessian", None)
+    if callable(fused):
+        with torch.no_grad():
+            e, g, h = fused(y, *ps)
+        b, n = y.shape
+        if e.shape != (b,) or g.shape != (b, n) or h.shape != (b, n, n):
+            raise ValueError(
+                f"energy.value_gradient_hessian must return shapes ({b},), ({b}, {n}), "
+                f"({b}, {n}, {n}); got {tuple(e.shape)}, {tuple(g.shape)}, {tuple(h.shape)}"
+            )
+        return e, g, h
+    if closed_hessian(energy) is not None or closed_gradient(energy) is not None:
+        with torch.no_grad():
+            e = energy_value(energy, y, ps)
+        g, h = gradient_and_hessian(energy, y, ps)
+        return e, g, h
+    with torch.enable_grad():
+        yv = y.detach().requires_grad_(True)
+        e = energy_value(energy, yv, ps)
+        (g,) = torch.autograd.grad(e.sum(), yv, create_graph=True)
+        h = hessian_from_graph(yv, g)
+    h = 0.5 * (h + h.transpose(1, 2))
+    return e.detach(), g.detach(), h.detach()
+
+
 def hvp_operator(
     energy: EnergyFn, y: Tensor, params: Sequence[Tensor]
 ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:

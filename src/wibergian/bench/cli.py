@@ -1,0 +1,140 @@
+"""``wibergian bench [--workload W1,W2,W3] [--quick] [--out DIR]``.
+
+Writes ``DIR/bench_quick.json`` or ``DIR/bench_full.json`` and (``--docs``) renders
+``docs/benchmarks.md`` from it. Also runnable as ``python -m wibergian.bench.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import pathlib
+import sys
+from typing import Any
+
+QUICK = {"W1": [1000], "W2": [1000], "W3": [128], "w3_iters": 30, "min_repeats": 3,
+         "max_repeats": 8, "budget_s": 60.0, "batch": [1000, 2000, 4000], "dense": [2, 8, 32, 128],
+         "free": [64, 128, 256]}
+FULL = {"W1": [1000, 20000], "W2": [1000, 10000], "W3": [512], "w3_iters": 30, "min_repeats": 5,
+        "max_repeats": 20, "budget_s": 240.0, "batch": [1000, 3000, 10000, 30000, 100000],
+        "dense": [2, 8, 32, 128, 512, 1024], "free": [128, 256, 512, 1024]}
+
+
+def _threads(n: int) -> None:
+    """Fix the thread count of torch and (before JAX is imported) XLA's CPU backend."""
+    import torch
+
+    torch.set_num_threads(n)
+    if n == 1 and "jax" not in sys.modules:
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "multi_thread_eigen" not in flags:
+            os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
+                                       "intra_op_parallelism_threads=1").strip()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the selected workloads (and scaling) and write the JSON; returns the run dict."""
+    from . import machine
+
+    machine.set_malloc_threshold(machine.TIMING_THRESHOLD)
+    _threads(args.threads)
+    from . import runner, scaling, suite
+
+    cfg = QUICK if args.quick else FULL
+    wanted = [w.strip().upper() for w in args.workload.split(",") if w.strip()]
+    bad = [w for w in wanted if w not in ("W1", "W2", "W3")]
+    if bad:
+        raise SystemExit(f"--workload: unknown workload(s) {bad}; choose from W1, W2, W3")
+    out_dir = pathlib.Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    kw = {"min_repeats": cfg["min_repeats"], "max_repeats": cfg["max_repeats"],
+          "budget_s": cfg["budget_s"]}
+    results: dict[str, Any] = {"quick": args.quick, "started": started, "workloads": [],
+                               "notes": list(NOTES)}
+    anchors = not args.no_anchors
+    for w in wanted:
+        for size in cfg[w]:
+            if w == "W1":
+                methods, ref = suite.w1_suite(size, anchors)
+                res = runner.run_workload(f"W1, B = {size}", methods, ref, **kw)
+            elif w == "W2":
+                methods, ref = suite.w2_suite(size, anchors)
+                res = runner.run_workload(f"W2, B = {size}", methods, ref,
+                                          primary="ours (lstsq)", **kw)
+            else:
+                agree = suite.w3_agreement()
+                methods = suite.w3_suite(size, cfg["w3_iters"])
+                res = runner.run_workload(
+                    f"W3, {size}×{size} image, {cfg['w3_iters']} L-BFGS iterations", methods,
+                    None, agreement=agree["errors"], **{**kw, "min_repeats": 2,
+                                                        "max_repeats": 3})
+                res["agreement_instance"] = agree["instance"]
+            res.update(workload=w, size=size)
+            results["workloads"].append(res)
+            _write(results, out_dir, args)
+    if args.scaling:
+        results["scaling"] = {
+            "batch": scaling.scale_batch(cfg["batch"]),
+            "dense": scaling.scale_dense(cfg["dense"]),
+            "matrix_free": scaling.scale_matrix_free(cfg["free"]),
+        }
+    results["finished"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    path = _write(results, out_dir, args)
+    print(f"wrote {path}")
+    if args.docs:
+        from .report import render
+
+        results["json_name"] = str(path)
+        pathlib.Path(args.docs).write_text(render(results))
+        print(f"wrote {args.docs}")
+    return results
+
+
+NOTES = [
+    "TorchOpt 0.7.3's `custom_root` maps `argnums` correctly only when the differentiated "
+    "arguments come first in the solver's signature; our TorchOpt wrappers order them so.",
+]
+
+
+def _write(results: dict[str, Any], out_dir: pathlib.Path, args: argparse.Namespace) -> str:
+    from . import machine
+
+    results["machine"] = machine.describe(args.threads)
+    tag = f"_{args.tag}" if getattr(args, "tag", "") else ""
+    path = out_dir / (("bench_quick" if args.quick else "bench_full") + tag + ".json")
+    path.write_text(json.dumps(results, indent=1, default=float))
+    return str(path)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workload", default="W1,W2,W3", help="comma-separated: W1,W2,W3")
+    p.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    p.add_argument("--out", default="benchmarks/results", help="directory for the JSON")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch/XLA threads (default 1: on a shared 2-core machine, two "
+                        "threads spin-wait against other processes)")
+    p.add_argument("--no-anchors", action="store_true", help="skip TorchOpt/JAX/Theseus")
+    p.add_argument("--scaling", action="store_true", help="also run the scaling sweeps")
+    p.add_argument("--docs", default=None, help="render this markdown file from the JSON")
+    p.add_argument("--tag", default="", help="suffix of the JSON file name (separate runs)")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``bench`` sub-command."""
+    p = subparsers.add_parser("bench", help="benchmark against unrolled autograd, TorchOpt, "
+                              "JAXopt/Optimistix (and Theseus)")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="wibergian-bench", description=__doc__)
+    add_arguments(ap)
+    run(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

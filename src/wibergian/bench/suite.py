@@ -1,0 +1,86 @@
+"""Which methods run on which workload, and the reference gradient each is checked against."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .common import BenchMethod, check_agreement
+from .methods_torch import (
+    W1Ours,
+    W1Unrolled,
+    W2AutogradCholesky,
+    W2OursArgmin,
+    W2OursLstsq,
+    W3Ours,
+    W3Unrolled,
+)
+from .workloads import make_w1, make_w2, make_w3
+
+Reference = Callable[[float], dict[str, np.ndarray]]
+
+
+def available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def w1_suite(batch: int, anchors: bool = True) -> tuple[list[BenchMethod], Reference]:
+    """Ours (closed-form and autograd derivatives), torch unrolled, TorchOpt, JAX anchors."""
+    d = make_w1(batch)
+    methods: list[BenchMethod] = [W1Ours(d), W1Ours(d, closed_form=False), W1Unrolled(d)]
+    if anchors and available("torchopt"):
+        from .methods_torchopt import W1TorchOpt
+
+        methods.append(W1TorchOpt(d))
+    if anchors and available("jax"):
+        from .methods_jax import w1_methods
+
+        methods.extend(w1_methods(d))
+    return methods, lambda lam: W1Ours(d, damping=lam).gradient()
+
+
+def w2_suite(batch: int, anchors: bool = True) -> tuple[list[BenchMethod], Reference]:
+    """Ours (lstsq and argmin), autograd through Cholesky / solve, TorchOpt, JAX, Theseus."""
+    d = make_w2(batch)
+    methods: list[BenchMethod] = [W2OursLstsq(d), W2OursArgmin(d), W2AutogradCholesky(d),
+                                  W2AutogradCholesky(d, solve="solve")]
+    if anchors and available("torchopt"):
+        from .methods_torchopt import W2TorchOpt
+
+        methods.append(W2TorchOpt(d))
+    if anchors and available("jax"):
+        from .methods_jax import w2_methods
+
+        # jax.vjp through a vmapped Cholesky took 15.7 s per backward at B = 1000 here
+        # (bench_quick.json); above B = 2000 it is left out to keep the run's wall time sane.
+        methods.extend(w2_methods(d, autodiff=batch <= 2000))
+    if anchors and available("theseus"):
+        from .methods_theseus import W2Theseus
+
+        methods.append(W2Theseus(d))
+
+    def reference(lam: float) -> dict[str, np.ndarray]:
+        if lam == 0.0:
+            return W2OursLstsq(d).gradient()
+        return W2OursArgmin(d, damping=lam).gradient()
+
+    return methods, reference
+
+
+def w3_agreement(size: int = 32, iters: int = 150) -> dict[str, Any]:
+    """W3's gradient check, on a crop small enough for both forwards to converge (the unrolled
+    gradient equals the implicit one only at a converged minimum). Raises on mismatch."""
+    d = make_w3(size)
+    ref = W3Ours(d, damping=0.0, iters=iters, tol=1e-12, cg_tol=1e-10).gradient()
+    unrolled = W3Unrolled(d, iters=iters)
+    err = check_agreement(unrolled.info.name, unrolled.gradient(), ref, unrolled.info.tolerance)
+    return {"instance": f"{d.source}, {iters} L-BFGS iterations", "errors": {
+        "ours": 0.0, unrolled.info.name: err}}
+
+
+def w3_suite(size: int, iters: int) -> list[BenchMethod]:
+    d = make_w3(size)
+    return [W3Ours(d, iters=iters), W3Unrolled(d, iters=iters)]
