@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from .derivatives import gradient_graph, hessian_from_graph
-from .energy import EnergyFn
+from .energy import EnergyFn, closed_hessian
 from .linsolve import SolveStats, cg_solve, dense_solve
 
 
@@ -60,11 +60,16 @@ def _live(params: Sequence[Tensor], needs: Sequence[bool]) -> list[Tensor]:
 
 
 def _regularised_solve(
-    spec: AdjointSpec, yv: Tensor, g: Tensor, rhs: Tensor
+    spec: AdjointSpec, yv: Tensor, g: Tensor, rhs: Tensor, params: Sequence[Tensor] = ()
 ) -> tuple[Tensor, SolveStats]:
     """Solve ``M u = rhs`` at the point whose differentiable gradient graph is ``(yv, g)``."""
     if spec.backend == "dense":
-        h = hessian_from_graph(yv, g).detach()
+        closed_h = closed_hessian(spec.energy)
+        if closed_h is not None:  # declared in closed form: no reverse pass per coordinate
+            with torch.no_grad():
+                h = closed_h(yv.detach(), *[p.detach() for p in params])
+        else:
+            h = hessian_from_graph(yv, g).detach()
         h = 0.5 * (h + h.transpose(1, 2))
         u, stats = dense_solve(h, rhs, spec.damping, spec.regulariser)
         if spec.regulariser == "ridge":
@@ -96,11 +101,11 @@ def vjp(
     with torch.enable_grad():
         live = _live(params, needs)
         yv, g = gradient_graph(spec.energy, y_point, live)
-        u, stats = _regularised_solve(spec, yv, g, grad_out.detach())
+        u, stats = _regularised_solve(spec, yv, g, grad_out.detach(), live)
         if spec.mode == "implicit":
             s = (g * u).sum()
         else:
-            d, _ = _regularised_solve(spec, yv, g, g.detach())
+            d, _ = _regularised_solve(spec, yv, g, g.detach(), live)
             hd = torch.autograd.grad(g, yv, grad_outputs=d.detach(), create_graph=True)[0]
             s = (g * u).sum() - (hd * u).sum()
         targets = [q for q, n in zip(live, needs, strict=True) if n and q.is_floating_point()]

@@ -7,7 +7,11 @@ the adjoint then use instead of autograd:
 
 - ``gradient(y, *params) -> (B, n)``: ``∇_y E``; must be written in differentiable torch ops
   (the adjoint differentiates it with respect to ``params``).
-- ``hessian(y, *params) -> (B, n, n)``: ``∇²_y E``.
+- ``hessian(y, *params) -> (B, n, n)``: ``∇²_y E`` (used by the Newton solver, the final step and
+  the dense backward solve).
+- ``value_gradient_hessian(y, *params) -> ((B,), (B, n), (B, n, n))``: all three from one pass
+  (for example one exponential per term instead of three); the Newton solver calls it once per
+  iteration when declared.
 """
 
 from __future__ import annotations
