@@ -17,6 +17,13 @@ The returned point is ``y₁ = y₀ - M^-1 g`` with ``M = H(y₀; w) + λI`` and
 
 and the second term, the drift, vanishes when ``y₀`` is an exact minimum (``g = 0``). In VJP
 form: ``u = M^-1 ȳ``, ``∂L/∂w = -∂/∂w [<g, u> - <H d, u>]``.
+
+Matrix-free back end: conjugate gradients on Hessian-vector products ``v ↦ H v``. By default each
+product is a reverse pass through the gradient's graph. An energy may instead declare
+``hvp_operator(y, *params) -> (v ↦ H(y; w) v)`` (``v``, ``H v``: ``(B, n)``): it linearises once
+at ``y`` (for example caches the penalty's second derivatives) and is then called once per CG
+iteration without autograd. It must equal the autograd product; the mixed term ``∂/∂w <g, u>``
+still differentiates the (closed-form or autograd) gradient.
 """
 
 from __future__ import annotations
@@ -70,15 +77,29 @@ def _regularised_solve(
                 h = closed_h(yv.detach(), *[p.detach() for p in params])
         else:
             h = hessian_from_graph(yv, g).detach()
-        h = 0.5 * (h + h.transpose(1, 2))
+        h = h + h.transpose(1, 2)
+        h.mul_(0.5)  # symmetrised in one owned buffer
         u, stats = dense_solve(h, rhs, spec.damping, spec.regulariser)
-        if spec.regulariser == "ridge":
-            m = h + spec.damping * torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
-            r = (m @ u.unsqueeze(-1)).squeeze(-1) - rhs
+        if spec.regulariser == "ridge":  # (H + λI) u - ȳ without forming H + λI
+            r = torch.baddbmm(
+                (spec.damping * u - rhs).unsqueeze(-1), h, u.unsqueeze(-1)
+            ).squeeze(-1)
             stats.residual = r.norm(dim=-1) / rhs.norm(dim=-1).clamp_min(
                 torch.finfo(rhs.dtype).tiny
             )
         return u, stats
+
+    operator = getattr(spec.energy, "hvp_operator", None)
+    if callable(operator):  # declared: linearise once, no reverse pass per CG iteration
+        with torch.no_grad():
+            apply = operator(yv.detach(), *[p.detach() for p in params])
+
+        def closed_hvp(v: Tensor) -> Tensor:
+            with torch.no_grad():
+                return apply(v)
+
+        return cg_solve(closed_hvp, rhs, spec.damping, tol=spec.cg_tol,
+                        max_iter=spec.cg_max_iter)
 
     def hvp(v: Tensor) -> Tensor:
         if not g.requires_grad:

@@ -140,8 +140,22 @@ def hvp_operator(
     """``(g, v ↦ H v)`` at ``y``: the gradient and a batched Hessian-vector product.
 
     The gradient graph is built once and reused by every product (reverse over reverse), so a
-    product costs one backward pass. ``v`` and ``H v`` have shape ``(B, n)``.
+    product costs one backward pass. ``v`` and ``H v`` have shape ``(B, n)``. An energy that
+    declares ``hvp_operator(y, *params)`` (linearise once, then ``v ↦ H v`` without autograd;
+    see ``adjoint.py``) supplies the product itself.
     """
+    declared = getattr(energy, "hvp_operator", None)
+    if callable(declared):
+        ps = [p.detach() for p in params]
+        with torch.no_grad():
+            g0 = gradient(energy, y.detach(), ps)
+            apply = declared(y.detach(), *ps)
+
+        def closed_hvp(v: Tensor) -> Tensor:
+            with torch.no_grad():
+                return apply(v)
+
+        return g0, closed_hvp
     yv, g = gradient_graph(energy, y, [p.detach() for p in params])
 
     def hvp(v: Tensor) -> Tensor:

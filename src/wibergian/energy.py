@@ -12,6 +12,9 @@ the adjoint then use instead of autograd:
 - ``value_gradient_hessian(y, *params) -> ((B,), (B, n), (B, n, n))``: all three from one pass
   (for example one exponential per term instead of three); the Newton solver calls it once per
   iteration when declared.
+- ``hvp_operator(y, *params) -> (v ↦ H v)``: linearise once at ``y`` and return a batched
+  Hessian-vector product (``v``, ``H v``: ``(B, n)``) that needs no autograd; the matrix-free
+  (CG) backward and final step call it once per iteration. It must equal the autograd product.
 """
 
 from __future__ import annotations

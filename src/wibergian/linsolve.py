@@ -94,19 +94,23 @@ def dense_solve(h: Tensor, g: Tensor, damping: float, regulariser: str = "ridge"
         stats.fallback_mask = bad
         stats.fallbacks = int(bad.sum())
         return v, stats
-    n = h.shape[-1]
-    eye = torch.eye(n, dtype=h.dtype, device=h.device)
-    m = h + damping * eye
+    # one (B, n, n) work buffer: H with its diagonal shifted in place (no eye broadcasts)
+    m = h.clone()
+    m_diag = torch.diagonal(m, dim1=-2, dim2=-1)
+    h_diag = torch.diagonal(h, dim1=-2, dim2=-1)
+    m_diag.add_(damping)
     chol, info = torch.linalg.cholesky_ex(m)
     v = torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1)
     bad = (info != 0) | ~torch.isfinite(v).all(dim=-1)
     if damping > 0:
         # H itself must be positive semi-definite for the 1/λ bound: H + λI can be positive
         # definite while H has a negative eigenvalue in (-λ, 0), which would amplify by more
-        # than 1/λ. Test H + tiny·I (tiny relative to the scale of H).
-        scale = h.abs().amax(dim=(-1, -2)).clamp_min(1.0)
+        # than 1/λ. Test H + tiny·I (tiny relative to the scale of H, max|h| without an abs
+        # temporary).
+        scale = torch.maximum(h.amax(dim=(-1, -2)), -h.amin(dim=(-1, -2))).clamp_min(1.0)
         tiny = (torch.finfo(h.dtype).eps ** 0.5) * scale
-        _, info_psd = torch.linalg.cholesky_ex(h + tiny[:, None, None] * eye)
+        m_diag.copy_(h_diag + tiny[:, None])
+        _, info_psd = torch.linalg.cholesky_ex(m)
         bad = bad | (info_psd != 0)
     if bool(bad.any()):
         v_fb, evals = _eig_solve(h[bad], g[bad], damping, "ridge")

@@ -32,15 +32,29 @@ def _pinv_rcond(a: Tensor, rcond: float | None) -> float:
     return torch.finfo(a.dtype).eps * max(a.shape[-2:])
 
 
-def _chol_solve(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """``(y, ok)``: Cholesky solution of the normal equations and where it is trustworthy."""
-    ata = a.transpose(-1, -2) @ a
-    chol, info = torch.linalg.cholesky_ex(ata)
-    y = torch.cholesky_solve((a.transpose(-1, -2) @ b.unsqueeze(-1)), chol).squeeze(-1)
+def _chol_solve(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(y, ok, L)``: Cholesky solution of the normal equations, where it is trustworthy, and
+    the factor ``L Lᵀ = AᵀA`` ``(B, n, n)`` (kept for the backward)."""
+    at = a.transpose(-1, -2)
+    chol, info = torch.linalg.cholesky_ex(at @ a)
+    y = torch.cholesky_solve(at @ b.unsqueeze(-1), chol).squeeze(-1)
     diag = torch.diagonal(chol, dim1=-2, dim2=-1).abs()
     cond_ok = diag.amin(-1) > diag.amax(-1) * torch.finfo(a.dtype).eps ** 0.25
     ok = (info == 0) & cond_ok & torch.isfinite(y).all(-1)
-    return y, ok
+    return y, ok, chol
+
+
+def _chol_vjp(a: Tensor, b: Tensor, y: Tensor, chol: Tensor, gy: Tensor) -> tuple[Tensor, Tensor]:
+    """Well-posed VJP with the forward's factor: ``u = (LLᵀ)^-1 ȳ``, ``b̄ = A u`` and
+    ``Ā = r uᵀ - (A u) y*ᵀ`` (``r = b - A y*``); ``A y*`` and ``A u`` come from one batched
+    product, and ``Ā`` is written in one buffer (outer product, then a fused ``addcmul_``)."""
+    u = torch.cholesky_solve(gy.unsqueeze(-1), chol).squeeze(-1)  # (B, n)
+    ay = torch.bmm(a, torch.stack([y, u], -1))  # (B, m, 2): [A y*, A u]
+    au = ay[..., 1]
+    r = b - ay[..., 0]
+    ga = r.unsqueeze(-1) * u.unsqueeze(-2)
+    ga.addcmul_(au.unsqueeze(-1), y.unsqueeze(-2), value=-1.0)
+    return ga, au.contiguous()
 
 
 class _LstsqFunction(torch.autograd.Function):
@@ -53,7 +67,12 @@ class _LstsqFunction(torch.autograd.Function):
         use_pinv = torch.ones(af.shape[0], dtype=torch.bool, device=a.device)
         y = torch.zeros(af.shape[0], n, dtype=a.dtype, device=a.device)
         if method in ("auto", "cholesky") and af.shape[0] > 0:
-            yc, ok = _chol_solve(af, bf)
+            yc, ok, chol = _chol_solve(af, bf)  # chol: (B, n, n), reused by the backward
+            if bool(ok.all()):  # fast path: every problem well-posed, no masking
+                ctx.save_for_backward(af, bf, yc, chol)
+                ctx.shapes = (batch, m, n)
+                ctx.all_chol = True
+                return yc.reshape(*batch, n)
             if method == "cholesky" and not bool(ok.all()):
                 bad = torch.nonzero(~ok).flatten().tolist()[:10]
                 raise ValueError(
@@ -70,14 +89,19 @@ class _LstsqFunction(torch.autograd.Function):
             y[use_pinv] = y_p
         ctx.save_for_backward(af, bf, y, use_pinv, *(() if pinv is None else (pinv,)))
         ctx.shapes = (batch, m, n)
+        ctx.all_chol = False
         return y.reshape(*batch, n)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_y: Tensor):
-        af, bf, y, use_pinv, *rest = ctx.saved_tensors
         batch, m, n = ctx.shapes
         gy = grad_y.reshape(-1, n)
+        if ctx.all_chol:
+            af, bf, y, chol = ctx.saved_tensors
+            ga, gb = _chol_vjp(af, bf, y, chol, gy)
+            return ga.reshape(*batch, m, n), gb.reshape(*batch, m), None, None
+        af, bf, y, use_pinv, *rest = ctx.saved_tensors
         r = bf - (af @ y.unsqueeze(-1)).squeeze(-1)
         ga = torch.zeros_like(af)
         gb = torch.zeros_like(bf)

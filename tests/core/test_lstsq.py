@@ -74,3 +74,32 @@ def test_bad_shapes_and_nan_are_rejected():
     a[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         wibergian.lstsq(a, b)
+
+
+def test_all_cholesky_fast_path_matches_masked_path():
+    """A batch where every problem is well-posed takes the unmasked path that reuses the
+    forward's Cholesky factor; appending one rank-deficient problem forces the masked path.
+    Solutions and gradients of the shared well-posed problems must agree to 1e-10."""
+    a, b = full_rank(3)
+    ad, bd = rank_deficient(4)
+    gy = torch.randn(4, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    a1, b1 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    y1 = wibergian.lstsq(a1, b1)
+    (y1 * gy).sum().backward()
+
+    # pad the rank-deficient problem to n = 3 columns of rank 2: masked (mixed) path
+    a_bad = ad[:1, :, :3].clone()
+    a_bad[..., 2] = a_bad[..., 0] + a_bad[..., 1]
+    from wibergian.lstsq import _chol_solve
+
+    assert not bool(_chol_solve(a_bad, bd[:1])[1].any())  # really off the Cholesky path
+    a2 = torch.cat([a, a_bad]).requires_grad_()
+    b2 = torch.cat([b, bd[:1]]).requires_grad_()
+    y2 = wibergian.lstsq(a2, b2)
+    (y2[:4] * gy).sum().backward()
+
+    torch.testing.assert_close(y1, y2[:4].detach(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(a1.grad, a2.grad[:4], rtol=0, atol=1e-10)
+    torch.testing.assert_close(b1.grad, b2.grad[:4], rtol=0, atol=1e-10)
+    assert torch.count_nonzero(a2.grad[4]) == 0  # the padded problem got no cotangent

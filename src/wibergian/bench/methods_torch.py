@@ -203,7 +203,8 @@ class W3Ours(_TorchMethod):
         self.params = _leaves(filters=data.filters, alpha=data.alpha, scale=data.scale)
         self.solver = LBFGS(max_iter=iters, tol=tol)
         self.info = MethodInfo("ours", "wibergian",
-                               f"damped implicit (λ={damping}), matrix-free CG (tol {cg_tol:g})",
+                               f"damped implicit (λ={damping}), matrix-free CG on "
+                               f"closed-form HVPs (tol {cg_tol:g})",
                                damping, TOL_ITERATIVE)
 
     def loss(self) -> torch.Tensor:
