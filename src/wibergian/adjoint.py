@@ -24,6 +24,11 @@ product is a reverse pass through the gradient's graph. An energy may instead de
 at ``y`` (for example caches the penalty's second derivatives) and is then called once per CG
 iteration without autograd. It must equal the autograd product; the mixed term ``∂/∂w <g, u>``
 still differentiates the (closed-form or autograd) gradient.
+
+Reusing the forward's factorisation: a solver may return a Cholesky factor of ``H + shift·I`` at
+``y*`` (``QuadraticSolve`` does, with ``shift = 0``). When ``shift = λ`` the first solve above is
+two triangular solves with that factor; otherwise ``shift = 0`` still proves ``H`` positive
+definite, and the semi-definiteness test (a second factorisation) is skipped.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from torch import Tensor
 
 from .derivatives import gradient_graph, hessian_from_graph
 from .energy import EnergyFn, closed_hessian
-from .linsolve import SolveStats, cg_solve, dense_solve
+from .linsolve import HessianFactor, SolveStats, cg_solve, dense_solve
 
 
 @dataclass
@@ -53,6 +58,7 @@ class AdjointSpec:
     cg_tol: float = 1e-10
     cg_max_iter: int | None = None
     record: dict[str, Any] = field(default_factory=dict)  # backward diagnostics land here
+    factor: HessianFactor | None = None  # the forward's Cholesky factor at y*, if any
 
 
 def _live(params: Sequence[Tensor], needs: Sequence[bool]) -> list[Tensor]:
@@ -71,15 +77,19 @@ def _regularised_solve(
 ) -> tuple[Tensor, SolveStats]:
     """Solve ``M u = rhs`` at the point whose differentiable gradient graph is ``(yv, g)``."""
     if spec.backend == "dense":
+        factor = spec.factor
+        if factor is not None and factor.solves(spec.damping, spec.regulariser):
+            # the forward factored exactly H + λI at y*: two triangular solves, nothing else
+            return dense_solve(None, rhs, spec.damping, spec.regulariser, factor=factor)
         closed_h = closed_hessian(spec.energy)
-        if closed_h is not None:  # declared in closed form: no reverse pass per coordinate
+        if closed_h is not None:  # declared in closed form (symmetric by contract)
             with torch.no_grad():
                 h = closed_h(yv.detach(), *[p.detach() for p in params])
         else:
             h = hessian_from_graph(yv, g).detach()
-        h = h + h.transpose(1, 2)
-        h.mul_(0.5)  # symmetrised in one owned buffer
-        u, stats = dense_solve(h, rhs, spec.damping, spec.regulariser)
+            h = h + h.transpose(1, 2)
+            h.mul_(0.5)  # symmetrised in one owned buffer
+        u, stats = dense_solve(h, rhs, spec.damping, spec.regulariser, factor=factor)
         if spec.regulariser == "ridge":  # (H + λI) u - ȳ without forming H + λI
             r = torch.baddbmm(
                 (spec.damping * u - rhs).unsqueeze(-1), h, u.unsqueeze(-1)
@@ -143,6 +153,7 @@ def vjp(
             stacklevel=3,
         )
     spec.record.update(
+        reused_factor=stats.reused_factor,
         backward_fallbacks=stats.fallbacks,
         backward_fallback_mask=stats.fallback_mask,
         min_eigenvalue=stats.min_eigenvalue,

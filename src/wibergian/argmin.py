@@ -18,8 +18,8 @@ from torch import Tensor
 from .adjoint import AdjointSpec, ArgminFunction
 from .derivatives import energy_value, gradient, gradient_and_hessian, hvp_operator
 from .energy import EnergyFn
-from .linsolve import REGULARISERS, cg_solve, choose_backend, dense_solve
-from .solvers import LBFGS, BlackBox, NewtonTrustRegion, best_candidate
+from .linsolve import REGULARISERS, HessianFactor, cg_solve, choose_backend, dense_solve
+from .solvers import LBFGS, BlackBox, NewtonTrustRegion, QuadraticSolve, best_candidate
 from .solvers.base import Solver
 
 
@@ -79,8 +79,11 @@ def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None) 
             return LBFGS(**kw)
         if solver == "scipy":
             return BlackBox()
+        if solver == "quadratic":
+            return QuadraticSolve(**({"tol": tol} if tol is not None else {}))
         raise ValueError(
-            f"solver must be 'newton', 'lbfgs', 'scipy' or a Solver object; got {solver!r}"
+            "solver must be 'newton', 'lbfgs', 'scipy', 'quadratic' or a Solver object; "
+            f"got {solver!r}"
         )
     if not hasattr(solver, "minimize"):
         raise TypeError(f"solver object {solver!r} has no minimize(energy, y0, params) method")
@@ -128,13 +131,18 @@ def _final_step(
     damping: float,
     regulariser: str,
     backend: str,
+    factor: HessianFactor | None = None,
 ) -> tuple[Tensor, Tensor, int]:
-    """One damped Newton step ``y - (H + λI)^-1 ∇E`` where it does not raise the energy."""
+    """One damped Newton step ``y - (H + λI)^-1 ∇E`` where it does not raise the energy (a
+    solver's factor of ``H + λI`` at ``y`` is reused when it has one)."""
     ps = [p.detach() for p in params]
     with torch.no_grad():
-        if backend == "dense":
+        if backend == "dense" and factor is not None and factor.solves(damping, regulariser):
+            g = gradient(energy, y, ps)
+            d, stats = dense_solve(None, g, damping, regulariser, factor=factor)
+        elif backend == "dense":
             g, h = gradient_and_hessian(energy, y, ps)
-            d, stats = dense_solve(h, g, damping, regulariser)
+            d, stats = dense_solve(h, g, damping, regulariser, factor=factor)
         else:
             g, hvp = hvp_operator(energy, y, ps)
             d, stats = cg_solve(hvp, g, damping)
@@ -177,8 +185,10 @@ def argmin(
         damping: ``λ ≥ 0`` of ``(H + λI)^-1``. ``0`` = plain implicit differentiation.
         regulariser: ``"ridge"`` (``H + λI``, the paper) or ``"floor"`` (eigenvalues floored at
             ``λ``: same bound ``1/λ``, exact where curvature exceeds ``λ``; dense back end).
-        solver: ``"newton"`` (trust region, default), ``"lbfgs"``, ``"scipy"`` (black box), or
-            an object with ``minimize(energy, y0, params) -> SolveResult``.
+        solver: ``"newton"`` (trust region, default), ``"lbfgs"``, ``"scipy"`` (black box),
+            ``"quadratic"`` (exact for energies quadratic in ``y``; its Cholesky factor is reused
+            by the backward), or an object with ``minimize(energy, y0, params) ->
+            SolveResult``.
         linear_solver: ``"dense"`` (Cholesky), ``"cg"`` (matrix-free) or ``"auto"`` (dense for
             ``n ≤ 64``).
         final_step: take one damped Newton step after the solver (kept where it does not raise
@@ -238,10 +248,15 @@ def argmin(
     y_pre = result.y.detach()
     if not bool(torch.isfinite(y_pre).all()):
         raise FloatingPointError("the inner solver returned NaN/Inf; check the energy's scale")
+    factor = result.factor if backend == "dense" else None
+    if factor is not None and tuple(factor.chol.shape) != (b, n, n):
+        factor = None
     y_star, accepted, fwd_fb = y_pre, None, 0
     if final_step:
         y_star, accepted, fwd_fb = _final_step(energy, y_pre, params, damping, regulariser,
-                                               backend)
+                                               backend, factor)
+        if factor is not None and not factor.constant and bool(accepted.any()):
+            factor = None  # the Hessian moved with y
     with torch.no_grad():
         ps = [p.detach() for p in params]
         g = gradient(energy, y_star, ps)
@@ -264,7 +279,7 @@ def argmin(
             stacklevel=2,
         )
     spec = AdjointSpec(energy, float(damping), regulariser, backend, adjoint, cg_tol, cg_max_iter,
-                       record=info.backward)
+                       record=info.backward, factor=factor if adjoint == "implicit" else None)
     y_point = y_pre if adjoint == "newton_step" else y_star
     needs_graph = torch.is_grad_enabled() and any(
         p.is_floating_point() and p.requires_grad for p in params

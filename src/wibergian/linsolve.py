@@ -30,6 +30,92 @@ import torch
 from torch import Tensor
 
 REGULARISERS = ("ridge", "floor")
+_BLOCK_BYTES = 4 << 20  # dense solves run over blocks of problems of about this many bytes
+
+
+@dataclass
+class HessianFactor:
+    """A Cholesky factor kept by the forward solve for the backward.
+
+    ``chol @ chol.mT = H + shift·I`` for the problems where ``ok``. A solver sets
+    ``constant=True`` only when ``H`` does not depend on ``y`` (a quadratic energy), so the factor
+    stays valid after the final damped step moves ``y``. ``shift = 0`` with every problem ``ok``
+    proves ``H`` positive definite, so the backward skips its semi-definiteness test.
+
+    Attributes:
+        chol: lower-triangular factors ``(B, n, n)``.
+        ok: ``(B,)`` bool, the factorisation succeeded.
+        shift: the diagonal shift ``≥ 0`` that was factored.
+        constant: ``H`` is the same at every ``y``.
+    """
+
+    chol: Tensor
+    ok: Tensor
+    shift: float = 0.0
+    constant: bool = False
+
+    @property
+    def proves_positive_definite(self) -> bool:
+        return self.shift <= 0.0 and bool(self.ok.all())
+
+    def solves(self, damping: float, regulariser: str = "ridge") -> bool:
+        """Whether this factor alone solves ``(H + λI) v = g`` for every problem, with the
+        ``1/λ`` bound's semi-definiteness already established."""
+        return (
+            regulariser == "ridge"
+            and self.shift == damping
+            and bool(self.ok.all())
+            and (damping == 0 or self.proves_positive_definite)
+        )
+
+
+def cholesky(m: Tensor) -> tuple[Tensor, Tensor]:
+    """Batched Cholesky ``m = L Lᵀ`` of ``(B, n, n)`` (lower triangle read).
+
+    Returns ``(L, ok)``, ``ok`` ``(B,)`` bool where ``m`` is positive definite (``L`` is
+    meaningless elsewhere). For ``n ≤ 2`` the factor is written out in closed form on ``(B,)``
+    vectors: LAPACK's per-matrix call costs 4-10x more at that size (measured, B = 20,000).
+    """
+    n = m.shape[-1]
+    if n > 2:
+        chol, info = torch.linalg.cholesky_ex(m)
+        return chol, info == 0
+    tiny = torch.finfo(m.dtype).tiny
+    a = m[:, 0, 0]
+    ok = a > 0
+    l00 = a.clamp_min(tiny).sqrt()
+    if n == 1:
+        return l00[:, None, None], ok
+    l10 = m[:, 1, 0] / l00
+    s = m[:, 1, 1] - l10 * l10
+    ok = ok & (s > 0) & torch.isfinite(s)
+    l11 = s.clamp_min(tiny).sqrt()
+    zero = torch.zeros_like(l00)
+    chol = torch.stack([torch.stack([l00, zero], -1), torch.stack([l10, l11], -1)], -2)
+    return chol, ok
+
+
+def cholesky_apply(chol: Tensor, g: Tensor) -> Tensor:
+    """``(L Lᵀ)^-1 g`` for lower-triangular ``chol`` ``(B, n, n)`` and ``g`` ``(B, n)``.
+
+    Closed-form substitution for ``n ≤ 2``; ``cholesky_solve`` up to ``n = 24``; two triangular
+    solves above (3.6x faster than ``cholesky_solve`` at ``n = 40``, measured).
+    """
+    n = chol.shape[-1]
+    if n == 1:
+        return g / chol[:, :, 0] ** 2
+    if n == 2:
+        l00, l10, l11 = chol[:, 0, 0], chol[:, 1, 0], chol[:, 1, 1]
+        z0 = g[:, 0] / l00
+        z1 = (g[:, 1] - l10 * z0) / l11
+        x1 = z1 / l11
+        x0 = (z0 - l10 * x1) / l00
+        return torch.stack([x0, x1], -1)
+    rhs = g.unsqueeze(-1)
+    if n <= 24:
+        return torch.cholesky_solve(rhs, chol).squeeze(-1)
+    z = torch.linalg.solve_triangular(chol, rhs, upper=False)
+    return torch.linalg.solve_triangular(chol.mT, z, upper=True).squeeze(-1)
 
 
 @dataclass
@@ -40,6 +126,7 @@ class SolveStats:
     (CG). ``min_eigenvalue``: smallest eigenvalue of ``H`` per problem when an
     eigendecomposition was computed, else ``None``. ``iterations``: CG iterations per problem.
     ``residual``: ``||(H + λI) v - g|| / ||g||`` per problem (ridge) when measured.
+    ``reused_factor``: the forward's factorisation was reused (no new factorisation).
     """
 
     fallbacks: int = 0
@@ -47,6 +134,7 @@ class SolveStats:
     min_eigenvalue: Tensor | None = None
     iterations: Tensor | None = None
     residual: Tensor | None = None
+    reused_factor: bool = False
 
 
 def _tiny(h: Tensor) -> Tensor:
@@ -67,26 +155,48 @@ def _eig_solve(h: Tensor, g: Tensor, damping: float, regulariser: str) -> tuple[
     return (evecs @ coeff.unsqueeze(-1)).squeeze(-1), evals
 
 
-def dense_solve(h: Tensor, g: Tensor, damping: float, regulariser: str = "ridge") -> tuple[
-    Tensor, SolveStats
-]:
+def dense_solve(
+    h: Tensor | None,
+    g: Tensor,
+    damping: float,
+    regulariser: str = "ridge",
+    *,
+    psd_known: bool = False,
+    factor: HessianFactor | None = None,
+) -> tuple[Tensor, SolveStats]:
     """Solve the regularised system for each problem.
 
     Args:
-        h: Hessians ``(B, n, n)``, symmetric.
+        h: Hessians ``(B, n, n)``, symmetric (only the lower triangle is read by the Cholesky
+            path). May be ``None`` when ``factor`` already factors ``H + λI``.
         g: right-hand sides ``(B, n)``.
         damping: ``λ ≥ 0``.
         regulariser: ``"ridge"`` or ``"floor"``.
+        psd_known: ``H`` is known to be positive semi-definite (skips the test factorisation).
+        factor: a forward factor of ``H + shift·I`` (see :class:`HessianFactor`): reused when
+            ``shift = λ`` (ridge), and its ``shift = 0`` proves ``H`` positive definite.
 
     Returns:
         ``v`` of shape ``(B, n)`` and the :class:`SolveStats`.
+
+    Large batches run over blocks of about 4 MB: a fresh ``(B, n, n)`` buffer per operation is
+    bound by page faults on this kind of machine (cloning 128 MB took 62 ms here).
     """
     if regulariser not in REGULARISERS:
         raise ValueError(f"regulariser must be one of {REGULARISERS}, got {regulariser!r}")
     stats = SolveStats()
-    if h.shape[0] == 0:
-        stats.fallback_mask = torch.zeros(0, dtype=torch.bool, device=h.device)
+    b = g.shape[0]
+    if b == 0:
+        stats.fallback_mask = torch.zeros(0, dtype=torch.bool, device=g.device)
         return torch.zeros_like(g), stats
+    if factor is not None:
+        if factor.solves(damping, regulariser):
+            stats.fallback_mask = torch.zeros(b, dtype=torch.bool, device=g.device)
+            stats.reused_factor = True
+            return cholesky_apply(factor.chol, g), stats
+        psd_known = psd_known or factor.proves_positive_definite
+    if h is None:
+        raise ValueError("dense_solve needs the Hessian unless the factor can be reused")
     if regulariser == "floor":
         v, evals = _eig_solve(h, g, damping, "floor")
         stats.min_eigenvalue = evals[:, 0]
@@ -94,34 +204,44 @@ def dense_solve(h: Tensor, g: Tensor, damping: float, regulariser: str = "ridge"
         stats.fallback_mask = bad
         stats.fallbacks = int(bad.sum())
         return v, stats
-    # one (B, n, n) work buffer: H with its diagonal shifted in place (no eye broadcasts)
-    m = h.clone()
+    n = h.shape[-1]
+    rows = max(1, _BLOCK_BYTES // (n * n * h.element_size()))
+    v = torch.empty_like(g)
+    bad = torch.empty(b, dtype=torch.bool, device=g.device)
+    for lo in range(0, b, rows):
+        hi = min(b, lo + rows)
+        v[lo:hi], bad[lo:hi] = _ridge_block(h[lo:hi], g[lo:hi], damping,
+                                            psd_check=damping > 0 and not psd_known)
+    if bool(bad.any()):
+        v_fb, evals = _eig_solve(h[bad], g[bad], damping, "ridge")
+        v[bad] = v_fb
+        mins = torch.full((b,), float("nan"), dtype=h.dtype, device=h.device)
+        mins[bad] = evals[:, 0]
+        stats.min_eigenvalue = mins
+    stats.fallback_mask = bad
+    stats.fallbacks = int(bad.sum())
+    return v, stats
+
+
+def _ridge_block(h: Tensor, g: Tensor, damping: float, psd_check: bool) -> tuple[Tensor, Tensor]:
+    """``(H + λI)^-1 g`` by Cholesky for one block; returns ``(v, bad)``."""
+    m = h.clone()  # one work buffer: H with its diagonal shifted in place (no eye broadcasts)
     m_diag = torch.diagonal(m, dim1=-2, dim2=-1)
-    h_diag = torch.diagonal(h, dim1=-2, dim2=-1)
     m_diag.add_(damping)
-    chol, info = torch.linalg.cholesky_ex(m)
-    v = torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1)
-    bad = (info != 0) | ~torch.isfinite(v).all(dim=-1)
-    if damping > 0:
+    chol, ok = cholesky(m)
+    v = cholesky_apply(chol, g)
+    bad = ~ok | ~torch.isfinite(v).all(dim=-1)
+    if psd_check:
         # H itself must be positive semi-definite for the 1/λ bound: H + λI can be positive
         # definite while H has a negative eigenvalue in (-λ, 0), which would amplify by more
         # than 1/λ. Test H + tiny·I (tiny relative to the scale of H, max|h| without an abs
         # temporary).
         scale = torch.maximum(h.amax(dim=(-1, -2)), -h.amin(dim=(-1, -2))).clamp_min(1.0)
         tiny = (torch.finfo(h.dtype).eps ** 0.5) * scale
-        m_diag.copy_(h_diag + tiny[:, None])
-        _, info_psd = torch.linalg.cholesky_ex(m)
-        bad = bad | (info_psd != 0)
-    if bool(bad.any()):
-        v_fb, evals = _eig_solve(h[bad], g[bad], damping, "ridge")
-        v = v.clone()
-        v[bad] = v_fb
-        mins = torch.full((h.shape[0],), float("nan"), dtype=h.dtype, device=h.device)
-        mins[bad] = evals[:, 0]
-        stats.min_eigenvalue = mins
-    stats.fallback_mask = bad
-    stats.fallbacks = int(bad.sum())
-    return v, stats
+        m_diag.copy_(torch.diagonal(h, dim1=-2, dim2=-1) + tiny[:, None])
+        _, ok_psd = cholesky(m)
+        bad = bad | ~ok_psd
+    return v, bad
 
 
 def cg_solve(

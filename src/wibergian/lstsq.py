@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .linsolve import cholesky, cholesky_apply
+
 
 def _pinv_rcond(a: Tensor, rcond: float | None) -> float:
     if rcond is not None:
@@ -36,11 +38,11 @@ def _chol_solve(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(y, ok, L)``: Cholesky solution of the normal equations, where it is trustworthy, and
     the factor ``L Lᵀ = AᵀA`` ``(B, n, n)`` (kept for the backward)."""
     at = a.transpose(-1, -2)
-    chol, info = torch.linalg.cholesky_ex(at @ a)
-    y = torch.cholesky_solve(at @ b.unsqueeze(-1), chol).squeeze(-1)
+    chol, pd = cholesky(at @ a)
+    y = cholesky_apply(chol, (at @ b.unsqueeze(-1)).squeeze(-1))
     diag = torch.diagonal(chol, dim1=-2, dim2=-1).abs()
     cond_ok = diag.amin(-1) > diag.amax(-1) * torch.finfo(a.dtype).eps ** 0.25
-    ok = (info == 0) & cond_ok & torch.isfinite(y).all(-1)
+    ok = pd & cond_ok & torch.isfinite(y).all(-1)
     return y, ok, chol
 
 
@@ -48,7 +50,7 @@ def _chol_vjp(a: Tensor, b: Tensor, y: Tensor, chol: Tensor, gy: Tensor) -> tupl
     """Well-posed VJP with the forward's factor: ``u = (LLᵀ)^-1 ȳ``, ``b̄ = A u`` and
     ``Ā = r uᵀ - (A u) y*ᵀ`` (``r = b - A y*``); ``A y*`` and ``A u`` come from one batched
     product, and ``Ā`` is written in one buffer (outer product, then a fused ``addcmul_``)."""
-    u = torch.cholesky_solve(gy.unsqueeze(-1), chol).squeeze(-1)  # (B, n)
+    u = cholesky_apply(chol, gy)  # (B, n)
     ay = torch.bmm(a, torch.stack([y, u], -1))  # (B, m, 2): [A y*, A u]
     au = ay[..., 1]
     r = b - ay[..., 0]

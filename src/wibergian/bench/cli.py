@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     machine.set_malloc_threshold(machine.TIMING_THRESHOLD)
     _threads(args.threads)
-    from . import runner, scaling, suite
+    from . import fused, runner, scaling, suite
+
+    fused.configure(not args.no_compile)
 
     cfg = QUICK if args.quick else FULL
     wanted = [w.strip().upper() for w in args.workload.split(",") if w.strip()]
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             elif w == "W2":
                 methods, ref = suite.w2_suite(size, anchors)
                 res = runner.run_workload(f"W2, B = {size}", methods, ref,
-                                          primary="ours (lstsq)", **kw)
+                                          primary="ours (quadratic, λ=0)", **kw)
             else:
                 agree = suite.w3_agreement()
                 methods = suite.w3_suite(size, cfg["w3_iters"])
@@ -100,9 +102,10 @@ NOTES = [
 
 
 def _write(results: dict[str, Any], out_dir: pathlib.Path, args: argparse.Namespace) -> str:
-    from . import machine
+    from . import fused, machine
 
     results["machine"] = machine.describe(args.threads)
+    results["fused_kernels"] = {"enabled": fused.enabled(), **fused.STATUS}
     tag = f"_{args.tag}" if getattr(args, "tag", "") else ""
     path = out_dir / (("bench_quick" if args.quick else "bench_full") + tag + ".json")
     path.write_text(json.dumps(results, indent=1, default=float))
@@ -117,6 +120,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch/XLA threads (default 1: on a shared 2-core machine, two "
                         "threads spin-wait against other processes)")
     p.add_argument("--no-anchors", action="store_true", help="skip TorchOpt/JAX/Theseus")
+    p.add_argument("--no-compile", action="store_true",
+                   help="do not torch.compile the shared no-gradient kernels (W1's start "
+                        "search); needs no C++ compiler")
     p.add_argument("--scaling", action="store_true", help="also run the scaling sweeps")
     p.add_argument("--docs", default=None, help="render this markdown file from the JSON")
     p.add_argument("--tag", default="", help="suffix of the JSON file name (separate runs)")

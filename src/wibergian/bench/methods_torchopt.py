@@ -31,6 +31,8 @@ def _solve(damping: float, maxiter: int):
 class W1TorchOpt(_TorchMethod):
     """W1 with ``custom_root(∇E, argnums=(1, 2, 3), solve=solve_cg(ridge=λ))``."""
 
+    uses_fused = True
+
     def __init__(self, data: W1Data, damping: float = DAMPING, maxiter: int = 200):
         from torchopt.diff.implicit import custom_root
 

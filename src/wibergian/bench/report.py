@@ -175,6 +175,17 @@ disagrees with ours stops the run with `GradientMismatch` before anything is tim
   across methods with a rotating order; medians over rounds, repeated until the median of the
   last rounds is within 5 % of the overall median. JAX methods are jit-compiled (`jax.vjp`
   forward, `vjp_fn` backward); their first call (trace + compile + run) is reported apart.
+- W1's start search (the energy of every candidate at every candidate, `O(B·K²)`, outside
+  every gradient) is one function shared by all PyTorch methods. Where `torch.compile` works it
+  runs as one fused loop in float32 with a float64 rescoring of each problem's best 4
+  (`src/wibergian/bench/w1_search.py`; the pick equals the float64 argmin, which the tests
+  check); its compilation falls in the first call of the first W1 method and is reported in that
+  column. `--no-compile` runs the eager float64 search instead.
+- W2's "ours (quadratic)" rows run `argmin(..., solver=QuadraticSolve())`: one Cholesky of the
+  closed-form Hessian in the forward, kept for the backward. At λ = 0 the backward reuses it
+  (two triangular solves; the same derivative as JAXopt's `solve_cholesky` and autograd); at
+  λ = 0.1 it factors H + λI once and skips the semi-definiteness test, which the forward's
+  factor already passed.
 - Peak memory: the resident-set high-water mark (`VmHWM`, reset through
   `/proc/self/clear_refs`) above the resident size before the step ("fwd peak": during the
   forward; "bwd peak": during the backward, including what the forward left alive), measured in
@@ -205,6 +216,16 @@ def render(run: dict[str, Any]) -> str:
         parts += [workload_section(w), ""]
     if run.get("scaling"):
         parts.append(scaling_section(run["scaling"]))
+    fk = run.get("fused_kernels")
+    if fk:
+        kernels = {k: v for k, v in fk.items() if isinstance(v, dict)}
+        desc = "; ".join(
+            f"`{k}`: {v['backend']}" + (f", first call {v['first_call_s']:.1f} s"
+                                        if v.get("first_call_s") else "")
+            + (f", compile error: {v['error']}" if v.get("error") else "")
+            for k, v in kernels.items()) or "none ran"
+        parts += [f"Fused (torch.compile) kernels: {'on' if fk.get('enabled') else 'off'}; "
+                  f"{desc}.", ""]
     if run.get("notes"):
         parts += ["## Notes", "", "Written by hand (`benchmarks/results/notes.json` and the "
                   "CLI); every figure in them was measured as each note states.", ""]
@@ -224,6 +245,10 @@ def merge(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         out["notes"] += [n for n in r.get("notes", []) if n not in out["notes"]]
         out["scaling"].update(r.get("scaling") or {})
         out["machine"].update(r.get("machine") or {})  # versions: union over the runs
+        if r.get("fused_kernels"):
+            fk = out.setdefault("fused_kernels", {})
+            fk["enabled"] = fk.get("enabled", False) or r["fused_kernels"].get("enabled")
+            fk.update({k: v for k, v in r["fused_kernels"].items() if isinstance(v, dict)})
     starts = [r["started"] for r in runs if r.get("started")]
     ends = [r["finished"] for r in runs if r.get("finished")]
     out["started"] = min(starts) if starts else None

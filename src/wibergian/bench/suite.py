@@ -43,10 +43,11 @@ def w1_suite(batch: int, anchors: bool = True) -> tuple[list[BenchMethod], Refer
 
 
 def w2_suite(batch: int, anchors: bool = True) -> tuple[list[BenchMethod], Reference]:
-    """Ours (lstsq and argmin), autograd through Cholesky / solve, TorchOpt, JAX, Theseus."""
+    """Ours (argmin with the quadratic solver at λ = 0 and λ = 0.1, and lstsq on the stacked
+    system), autograd through Cholesky / solve, TorchOpt, JAX, Theseus."""
     d = make_w2(batch)
-    methods: list[BenchMethod] = [W2OursLstsq(d), W2OursArgmin(d), W2AutogradCholesky(d),
-                                  W2AutogradCholesky(d, solve="solve")]
+    methods: list[BenchMethod] = [W2OursArgmin(d, damping=0.0), W2OursArgmin(d), W2OursLstsq(d),
+                                  W2AutogradCholesky(d), W2AutogradCholesky(d, solve="solve")]
     if anchors and available("torchopt"):
         from .methods_torchopt import W2TorchOpt
 

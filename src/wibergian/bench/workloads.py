@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .w1_search import best_index
+
 K_WELLS = 72
 N_INLIERS = 43  # 60 % of 72, rounded
 W2_ROWS = 68
@@ -186,24 +188,12 @@ def w1_best_candidate(
 ) -> Tensor:
     """The candidate of lowest energy per problem, ``(B, 2)``, without gradient.
 
-    Evaluates every problem's energy at each of its ``K`` candidates (``B·K²`` exponentials) in
-    blocks of about ``chunk_bytes`` (large temporaries are page-fault bound on this machine).
+    Evaluates every problem's energy at each of its ``K`` candidates (``B·K²`` exponentials):
+    fused by ``torch.compile`` where available, else in float64 blocks of about
+    ``chunk_bytes`` (see ``w1_search.py``).
     """
-    with torch.no_grad():
-        b, k = a.shape
-        m, s0, s1 = m.detach(), s0.detach(), s1.detach()
-        i0, i1 = 1.0 / s0**2, 1.0 / s1**2
-        step = max(1, chunk_bytes // (k * k * a.element_size()))
-        idx = torch.empty(b, dtype=torch.long)
-        for lo in range(0, b, step):
-            aa, cc = a[lo : lo + step].detach(), c[lo : lo + step].detach()
-            da = aa.unsqueeze(2) - aa.unsqueeze(1)  # (b, j, k): candidate j vs well k
-            u = da.square_().mul_(i0)
-            dc = cc.unsqueeze(2) - cc.unsqueeze(1)
-            u.add_(dc.square_().mul_(i1))
-            e = u.neg_().exp_().mul_(m).sum(-1)  # (b, j), = -E at candidate j
-            idx[lo : lo + step] = e.argmax(-1)
-        return torch.stack([a.gather(1, idx[:, None]), c.gather(1, idx[:, None])], -1)[:, 0]
+    idx = best_index(a, c, m, s0, s1, chunk_bytes)
+    return torch.stack([a.gather(1, idx[:, None]), c.gather(1, idx[:, None])], -1)[:, 0].detach()
 
 
 def w1_loss(y: Tensor, g: Tensor) -> Tensor:

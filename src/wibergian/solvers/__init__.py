@@ -5,11 +5,13 @@ from .blackbox import BlackBox, scipy_minimizer
 from .lbfgs import LBFGS
 from .multistart import best_candidate
 from .newton import NewtonTrustRegion
+from .quadratic import QuadraticSolve
 
 __all__ = [
     "LBFGS",
     "BlackBox",
     "NewtonTrustRegion",
+    "QuadraticSolve",
     "SolveResult",
     "Solver",
     "best_candidate",

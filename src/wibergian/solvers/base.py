@@ -9,6 +9,7 @@ from typing import Protocol
 from torch import Tensor
 
 from ..energy import EnergyFn
+from ..linsolve import HessianFactor
 
 
 @dataclass
@@ -19,11 +20,14 @@ class SolveResult:
         y: the solution ``(B, n)`` (detached).
         converged: ``(B,)`` bool.
         iterations: ``(B,)`` int64, iterations each problem ran.
+        factor: optionally, a Cholesky factor of the Hessian at ``y`` that the backward may
+            reuse (see :class:`~wibergian.linsolve.HessianFactor`).
     """
 
     y: Tensor
     converged: Tensor
     iterations: Tensor
+    factor: HessianFactor | None = None
 
 
 class Solver(Protocol):

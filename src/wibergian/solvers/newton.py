@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..derivatives import value_gradient_hessian
 from ..energy import EnergyFn
+from ..linsolve import cholesky, cholesky_apply
 from .base import SolveResult
 
 
@@ -71,9 +72,8 @@ class NewtonTrustRegion:
                     break
             else:
                 active = torch.ones(b, dtype=torch.bool, device=dev)
-            chol, info = torch.linalg.cholesky_ex(h + mu[:, None, None] * eye)
-            pd = info == 0
-            d = -torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1)
+            chol, pd = cholesky(h + mu[:, None, None] * eye)
+            d = -cholesky_apply(chol, g)
             d = torch.where((pd & active).unsqueeze(-1), d, torch.zeros_like(d))
             d = torch.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
             y_new = y + d
