@@ -259,8 +259,12 @@ def argmin(
             factor = None  # the Hessian moved with y
     with torch.no_grad():
         ps = [p.detach() for p in params]
-        g = gradient(energy, y_star, ps)
-        e = energy_value(energy, y_star, ps)
+        moved = final_step and bool(accepted.any())
+        if not moved and result.grad is not None and result.energy is not None:
+            g, e = result.grad, result.energy  # the solver's own, at this very point
+        else:
+            g = gradient(energy, y_star, ps)
+            e = energy_value(energy, y_star, ps)
     info = ArgminInfo(
         iterations=result.iterations,
         converged=result.converged,

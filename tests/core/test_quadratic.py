@@ -169,3 +169,41 @@ def test_quadratic_solve_in_float32():
     y_ref, _, _ = _dense_reference(l_mat, rhs, 0.0, torch.zeros_like(rhs))
     assert y.dtype == torch.float32
     assert torch.allclose(y.double(), y_ref, atol=1e-4)
+
+
+class _NewtonKeepingFactor:
+    """A custom solver that returns the Cholesky factor of H at its (non-quadratic) minimum."""
+
+    def minimize(self, energy, y0, params):
+        from wibergian.derivatives import gradient_and_hessian
+        from wibergian.linsolve import HessianFactor
+        from wibergian.solvers import NewtonTrustRegion
+
+        res = NewtonTrustRegion(tol=1e-6).minimize(energy, y0, params)  # loose: final step moves
+        _, h = gradient_and_hessian(energy, res.y, [p.detach() for p in params])
+        chol, ok = cholesky(h)
+        res.factor = HessianFactor(chol, ok, shift=0.0, constant=False)
+        return res
+
+
+@pytest.mark.parametrize("final_step", [False, True])
+def test_a_non_constant_factor_is_reused_only_where_y_did_not_move(final_step):
+    from energies import logsumexp
+
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(5, 3, generator=g, dtype=DT).requires_grad_(True)
+    c = torch.randn(4, 5, generator=g, dtype=DT)
+    alpha = torch.tensor(0.7, dtype=DT)
+    y0 = torch.zeros(4, 3, dtype=DT)
+    grads = {}
+    for solver in ("newton", _NewtonKeepingFactor()):
+        y, info = wibergian.argmin(logsumexp, y0, (w, c, alpha), damping=0.0, solver=solver,
+                                   final_step=final_step, tol=1e-12 if solver == "newton"
+                                   else None, return_info=True)
+        y.sum().backward()
+        grads[isinstance(solver, str)] = w.grad.clone()
+        w.grad = None
+        if not isinstance(solver, str):
+            assert info.backward["reused_factor"] is (not final_step)
+    # same derivative either way (the minimum is the same to the solvers' tolerance)
+    assert torch.allclose(grads[True], grads[False], atol=1e-5)

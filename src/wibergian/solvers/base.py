@@ -22,12 +22,16 @@ class SolveResult:
         iterations: ``(B,)`` int64, iterations each problem ran.
         factor: optionally, a Cholesky factor of the Hessian at ``y`` that the backward may
             reuse (see :class:`~wibergian.linsolve.HessianFactor`).
+        energy, grad: optionally, ``E`` ``(B,)`` and ``∇E`` ``(B, n)`` at ``y``, which spare
+            ``argmin`` re-evaluating them for its diagnostics.
     """
 
     y: Tensor
     converged: Tensor
     iterations: Tensor
     factor: HessianFactor | None = None
+    energy: Tensor | None = None
+    grad: Tensor | None = None
 
 
 class Solver(Protocol):

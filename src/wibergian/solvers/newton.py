@@ -96,4 +96,4 @@ class NewtonTrustRegion:
                 converged = converged | small | flat
         # g is the gradient at the final y (carried with every accepted step)
         converged = converged | (g.abs().amax(-1) <= tol)
-        return SolveResult(y=y, converged=converged, iterations=iters)
+        return SolveResult(y=y, converged=converged, iterations=iters, energy=e, grad=g)
