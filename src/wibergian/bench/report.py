@@ -152,9 +152,11 @@ METHOD_NOTES = """## Re-running
 
     pip install -e '.[bench]'            # jax, jaxlib, jaxopt, optimistix, torchopt, scikit-image
     wibergian bench --quick              # W1/W2 at B = 1000, W3 at 128x128: a few minutes
-    wibergian bench --workload W1 --scaling --tag W1     # full sizes, one workload per process
+    wibergian bench --workload W1 --tag W1     # full sizes, one workload per process
     wibergian bench --workload W2 --tag W2
     wibergian bench --workload W3 --tag W3
+    wibergian bench --workload "" --scaling --tag scaling   # the scaling sweeps alone
+    # --no-compile: eager W1 start search (no C++ compiler needed)
     python benchmarks/render_report.py benchmarks/results/bench_full_*.json \\
         benchmarks/results/notes.json --out docs/benchmarks.md
 
