@@ -85,6 +85,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     results["finished"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     path = _write(results, out_dir, args)
+    if results["workloads"]:
+        from .report import targets_section
+
+        print("\n" + targets_section(results) + "\n")
     print(f"wrote {path}")
     if args.docs:
         from .report import render
