@@ -48,7 +48,8 @@ class ArgminInfo:
         forward_fallbacks: problems whose final-step solve needed the eigenvalue fallback.
         backward: filled by the backward pass: ``backward_fallbacks`` (count),
             ``min_eigenvalue`` (``(B,)`` where an eigendecomposition ran), ``backward_residual``
-            (``(B,)`` relative residual of the linear solve), ``cg_iterations``.
+            (``(B,)`` relative residual of the linear solve), ``cg_iterations``,
+            ``reused_factor`` (the solver's Cholesky factor served the backward).
     """
 
     iterations: Tensor
