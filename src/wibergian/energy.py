@@ -12,6 +12,8 @@ the adjoint then use instead of autograd:
 - ``value_gradient_hessian(y, *params) -> ((B,), (B, n), (B, n, n))``: all three from one pass
   (for example one exponential per term instead of three); the Newton solver calls it once per
   iteration when declared.
+- ``value_and_gradient(y, *params) -> ((B,), (B, n))``: both from one pass; L-BFGS calls it at
+  the first trial point of each line search.
 - ``hvp_operator(y, *params) -> (v ↦ H v)``: linearise once at ``y`` and return a batched
   Hessian-vector product (``v``, ``H v``: ``(B, n)``) that needs no autograd; the matrix-free
   (CG) backward and final step call it once per iteration. It must equal the autograd product.

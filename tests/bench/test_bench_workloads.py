@@ -135,3 +135,7 @@ def test_w3_closed_gradient_and_its_hvp_match_autograd():
     # the declared linearised operator used by the CG adjoint
     hv = en.hvp_operator(y.detach(), *(t.detach() for t in ps))(v)
     torch.testing.assert_close(hv, auto[0], rtol=0, atol=1e-10)
+    # value and gradient from one pass (L-BFGS's line search)
+    e_vg, g_vg = en.value_and_gradient(y.detach(), *(t.detach() for t in ps))
+    torch.testing.assert_close(e_vg, en(y, *ps).detach(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(g_vg, g_auto.detach(), rtol=0, atol=1e-10)

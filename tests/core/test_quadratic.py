@@ -207,3 +207,41 @@ def test_a_non_constant_factor_is_reused_only_where_y_did_not_move(final_step):
             assert info.backward["reused_factor"] is (not final_step)
     # same derivative either way (the minimum is the same to the solvers' tolerance)
     assert torch.allclose(grads[True], grads[False], atol=1e-5)
+
+
+class _WelschWithValueAndGradient:
+    """The robust line-fit energy, with a declared ``value_and_gradient`` that counts calls."""
+
+    def __init__(self):
+        from energies import welsch
+
+        self.fn = welsch
+        self.calls = 0
+
+    def __call__(self, y, *params):
+        return self.fn(y, *params)
+
+    def value_and_gradient(self, y, *params):
+        self.calls += 1
+        with torch.enable_grad():
+            yv = y.detach().requires_grad_(True)
+            e = self.fn(yv, *params)
+            (g,) = torch.autograd.grad(e.sum(), yv)
+        return e.detach(), g
+
+
+def test_lbfgs_with_value_and_gradient_takes_the_same_iterates():
+    from energies import make_cases
+
+    from wibergian.solvers import LBFGS
+
+    _, y0, params = make_cases(seed=4)["welsch"]
+    ps = [p.detach() for p in params]
+    plain = LBFGS(max_iter=15).minimize(lambda y, *p: _WelschWithValueAndGradient()(y, *p),
+                                        y0, ps)
+    en = _WelschWithValueAndGradient()
+    fused = LBFGS(max_iter=15).minimize(en, y0, ps)
+    assert en.calls >= 2  # used: once at the start, then at the first trial of each search
+    torch.testing.assert_close(fused.y, plain.y, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fused.grad, plain.grad, rtol=0, atol=1e-12)
+    assert torch.equal(fused.iterations, plain.iterations)

@@ -392,6 +392,20 @@ class W3Energy:
         back = torch.nn.functional.conv_transpose2d(dpen, filters)  # (B, 1, H, W)
         return (y - z) + back.reshape(b, -1)
 
+    def value_and_gradient(
+        self, y: Tensor, z: Tensor, filters: Tensor, alpha: Tensor, scale: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``(E (B,), ∇E (B, H·W))`` from one convolution of ``y`` (L-BFGS's line search)."""
+        b = y.shape[0]
+        resp = torch.nn.functional.conv2d(y.reshape(b, 1, *self.shape), filters)
+        s2 = (scale**2)[None, :, None, None]
+        r2 = resp * resp
+        prior = (alpha[None, :, None, None] * torch.log1p(r2 / s2)).sum(dim=(1, 2, 3))
+        dpen = (2.0 * alpha)[None, :, None, None] * resp / (s2 + r2)
+        back = torch.nn.functional.conv_transpose2d(dpen, filters).reshape(b, -1)
+        diff = y - z
+        return 0.5 * (diff * diff).sum(-1) + prior, diff + back
+
     def hvp_operator(
         self, y: Tensor, z: Tensor, filters: Tensor, alpha: Tensor, scale: Tensor
     ) -> Callable[[Tensor], Tensor]:
