@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .linsolve import cholesky, cholesky_apply
+from .cholesky import cholesky, cholesky_apply
 
 
 def _pinv_rcond(a: Tensor, rcond: float | None) -> float:

@@ -7,7 +7,8 @@ import torch
 from energies import quadratic
 
 import wibergian
-from wibergian.linsolve import cholesky, cholesky_apply, dense_solve
+from wibergian.cholesky import cholesky, cholesky_apply
+from wibergian.linsolve import dense_solve
 from wibergian.solvers import QuadraticSolve
 
 DT = torch.float64
@@ -175,8 +176,8 @@ class _NewtonKeepingFactor:
     """A custom solver that returns the Cholesky factor of H at its (non-quadratic) minimum."""
 
     def minimize(self, energy, y0, params):
+        from wibergian.cholesky import HessianFactor
         from wibergian.derivatives import gradient_and_hessian
-        from wibergian.linsolve import HessianFactor
         from wibergian.solvers import NewtonTrustRegion
 
         res = NewtonTrustRegion(tol=1e-6).minimize(energy, y0, params)  # loose: final step moves

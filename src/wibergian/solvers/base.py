@@ -8,8 +8,8 @@ from typing import Protocol
 
 from torch import Tensor
 
+from ..cholesky import HessianFactor
 from ..energy import EnergyFn
-from ..linsolve import HessianFactor
 
 
 @dataclass

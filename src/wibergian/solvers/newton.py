@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..cholesky import cholesky, cholesky_apply
 from ..derivatives import value_gradient_hessian
 from ..energy import EnergyFn
-from ..linsolve import cholesky, cholesky_apply
 from .base import SolveResult
 
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..cholesky import HessianFactor, cholesky, cholesky_apply
 from ..derivatives import gradient, gradient_and_hessian
 from ..energy import EnergyFn
-from ..linsolve import HessianFactor, cholesky, cholesky_apply
 from .base import SolveResult
 
 

@@ -1,0 +1,99 @@
+"""Batched Cholesky factors: computing them, solving with them, and keeping one for the backward.
+
+``cholesky`` and ``cholesky_apply`` pick the fastest route by size (measured on one CPU thread,
+B = 10,000-20,000): closed forms on ``(B,)`` vectors for ``n ≤ 2``, LAPACK above; ``cholesky_solve``
+up to ``n = 24`` and two triangular solves above. ``HessianFactor`` is how a forward solver hands
+its factorisation to the final step and the adjoint (``linsolve.dense_solve``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class HessianFactor:
+    """A Cholesky factor kept by the forward solve for the backward.
+
+    ``chol @ chol.mT = H + shift·I`` for the problems where ``ok``. A solver sets
+    ``constant=True`` only when ``H`` does not depend on ``y`` (a quadratic energy), so the factor
+    stays valid after the final damped step moves ``y``. ``shift = 0`` with every problem ``ok``
+    proves ``H`` positive definite, so the backward skips its semi-definiteness test.
+
+    Attributes:
+        chol: lower-triangular factors ``(B, n, n)``.
+        ok: ``(B,)`` bool, the factorisation succeeded.
+        shift: the diagonal shift ``≥ 0`` that was factored.
+        constant: ``H`` is the same at every ``y``.
+    """
+
+    chol: Tensor
+    ok: Tensor
+    shift: float = 0.0
+    constant: bool = False
+
+    @property
+    def proves_positive_definite(self) -> bool:
+        return self.shift <= 0.0 and bool(self.ok.all())
+
+    def solves(self, damping: float, regulariser: str = "ridge") -> bool:
+        """Whether this factor alone solves ``(H + λI) v = g`` for every problem, with the
+        ``1/λ`` bound's semi-definiteness already established."""
+        return (
+            regulariser == "ridge"
+            and self.shift == damping
+            and bool(self.ok.all())
+            and (damping == 0 or self.proves_positive_definite)
+        )
+
+
+def cholesky(m: Tensor) -> tuple[Tensor, Tensor]:
+    """Batched Cholesky ``m = L Lᵀ`` of ``(B, n, n)`` (lower triangle read).
+
+    Returns ``(L, ok)``, ``ok`` ``(B,)`` bool where ``m`` is positive definite (``L`` is
+    meaningless elsewhere). For ``n ≤ 2`` the factor is written out in closed form on ``(B,)``
+    vectors: LAPACK's per-matrix call costs 4-10x more at that size (measured, B = 20,000).
+    """
+    n = m.shape[-1]
+    if n > 2:
+        chol, info = torch.linalg.cholesky_ex(m)
+        return chol, info == 0
+    tiny = torch.finfo(m.dtype).tiny
+    a = m[:, 0, 0]
+    ok = a > 0
+    l00 = a.clamp_min(tiny).sqrt()
+    if n == 1:
+        return l00[:, None, None], ok
+    l10 = m[:, 1, 0] / l00
+    s = m[:, 1, 1] - l10 * l10
+    ok = ok & (s > 0) & torch.isfinite(s)
+    l11 = s.clamp_min(tiny).sqrt()
+    zero = torch.zeros_like(l00)
+    chol = torch.stack([torch.stack([l00, zero], -1), torch.stack([l10, l11], -1)], -2)
+    return chol, ok
+
+
+def cholesky_apply(chol: Tensor, g: Tensor) -> Tensor:
+    """``(L Lᵀ)^-1 g`` for lower-triangular ``chol`` ``(B, n, n)`` and ``g`` ``(B, n)``.
+
+    Closed-form substitution for ``n ≤ 2``; ``cholesky_solve`` up to ``n = 24``; two triangular
+    solves above (3.6x faster than ``cholesky_solve`` at ``n = 40``, measured).
+    """
+    n = chol.shape[-1]
+    if n == 1:
+        return g / chol[:, :, 0] ** 2
+    if n == 2:
+        l00, l10, l11 = chol[:, 0, 0], chol[:, 1, 0], chol[:, 1, 1]
+        z0 = g[:, 0] / l00
+        z1 = (g[:, 1] - l10 * z0) / l11
+        x1 = z1 / l11
+        x0 = (z0 - l10 * x1) / l00
+        return torch.stack([x0, x1], -1)
+    rhs = g.unsqueeze(-1)
+    if n <= 24:
+        return torch.cholesky_solve(rhs, chol).squeeze(-1)
+    z = torch.linalg.solve_triangular(chol, rhs, upper=False)
+    return torch.linalg.solve_triangular(chol.mT, z, upper=True).squeeze(-1)
