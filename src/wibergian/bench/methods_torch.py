@@ -97,17 +97,26 @@ class W1Ours(_TorchMethod):
     uses_fused = True
 
     def __init__(self, data: W1Data, damping: float = DAMPING, closed_form: bool = True,
-                 name: str | None = None):
+                 name: str | None = None, tol: float | None = None):
         self.d = data
         self.damping = damping
         self.energy = W1Energy() if closed_form else w1_energy
         self.params = _leaves(m=data.m, s0=data.s0, s1=data.s1)
-        self.solver = NewtonTrustRegion(max_iter=W1_ITERS, fixed_iterations=True)
+        if tol is None:
+            self.solver = NewtonTrustRegion(max_iter=W1_ITERS, fixed_iterations=True)
+        else:  # Optimistix's rule: at most W1_ITERS iterations, stop once converged
+            self.solver = NewtonTrustRegion(max_iter=W1_ITERS, tol=tol)
         label = name or ("ours" if closed_form else "ours (autograd derivatives)")
+        if tol is not None and name is None:
+            label = "ours (stops when converged)"
         how = "closed-form" if closed_form else "autograd"
+        stop = "" if tol is None else (
+            f", ≤ {W1_ITERS} iterations, each problem stopping at ‖∇E‖∞ ≤ {tol:g} or when no "
+            "decrease is representable")
         self.info = MethodInfo(label, "wibergian",
-                               f"damped implicit (λ={damping}), dense Cholesky, {how} derivatives",
-                               damping, TOL_DIRECT)
+                               f"damped implicit (λ={damping}), dense Cholesky, {how} "
+                               f"derivatives{stop}", damping,
+                               TOL_DIRECT if tol is None else TOL_ITERATIVE)
 
     def loss(self) -> torch.Tensor:
         p = self.params
@@ -124,11 +133,12 @@ class W1Unrolled(_TorchMethod):
 
     uses_fused = True
 
-    def __init__(self, data: W1Data):
+    def __init__(self, data: W1Data, iters: int = W1_ITERS):
         self.d = data
+        self.iters = iters
         self.params = _leaves(m=data.m, s0=data.s0, s1=data.s1)
-        self.info = MethodInfo("torch unrolled", "torch",
-                               f"autograd through {W1_ITERS} Newton iterations", 0.0,
+        name = "torch unrolled" if iters == W1_ITERS else f"torch unrolled ({iters} iterations)"
+        self.info = MethodInfo(name, "torch", f"autograd through {iters} Newton iterations", 0.0,
                                TOL_UNROLLED)
 
     def loss(self) -> torch.Tensor:
@@ -137,7 +147,7 @@ class W1Unrolled(_TorchMethod):
         y0 = w1_best_candidate(self.d.a, self.d.c, p["m"], p["s0"], p["s1"])
         en = W1Energy()
         y = unrolled_newton(en, lambda y: (en.gradient(y, *ps), en.hessian(y, *ps)), y0, ps,
-                            W1_ITERS)
+                            self.iters)
         return w1_loss(y, self.d.g)
 
 
@@ -263,3 +273,11 @@ def w2_energy_check(data: W2Data) -> float:
     e = w2_energy(y, data.w, data.x, data.A, data.sigma).sum()
     (g,) = torch.autograd.grad(e, y)
     return float((g - W2Energy().gradient(y, data.w, data.x, data.A, data.sigma)).abs().max())
+
+
+def w1_iterations_to_converge(data: W1Data, tol: float) -> int:
+    """How many of the (at most 20) Newton iterations the slowest problem needs to converge."""
+    p = (data.a, data.c, data.m, data.s0, data.s1)
+    y0 = w1_best_candidate(*p)
+    res = NewtonTrustRegion(max_iter=W1_ITERS, tol=tol).minimize(W1Energy(), y0, p)
+    return int(res.iterations.max())

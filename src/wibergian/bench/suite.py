@@ -17,10 +17,16 @@ from .methods_torch import (
     W2OursLstsq,
     W3Ours,
     W3Unrolled,
+    w1_iterations_to_converge,
 )
 from .workloads import make_w1, make_w2, make_w3
 
 Reference = Callable[[float], dict[str, np.ndarray]]
+
+#: W1's second stopping rule, like Optimistix's (``rtol = atol = 1e-12``): at most 20
+#: iterations, each problem stopping once converged (4 iterations for all here at B = 20,000);
+#: the unrolled baseline then gets that many iterations.
+W1_EARLY_TOL = 1e-12
 
 
 def available(module: str) -> bool:
@@ -28,9 +34,12 @@ def available(module: str) -> bool:
 
 
 def w1_suite(batch: int, anchors: bool = True) -> tuple[list[BenchMethod], Reference]:
-    """Ours (closed-form and autograd derivatives), torch unrolled, TorchOpt, JAX anchors."""
+    """Ours (closed-form and autograd derivatives), torch unrolled, both also with Optimistix's
+    early stop, TorchOpt, JAX anchors."""
     d = make_w1(batch)
-    methods: list[BenchMethod] = [W1Ours(d), W1Ours(d, closed_form=False), W1Unrolled(d)]
+    k = w1_iterations_to_converge(d, W1_EARLY_TOL)
+    methods: list[BenchMethod] = [W1Ours(d), W1Ours(d, closed_form=False), W1Unrolled(d),
+                                  W1Ours(d, tol=W1_EARLY_TOL), W1Unrolled(d, iters=k)]
     if anchors and available("torchopt"):
         from .methods_torchopt import W1TorchOpt
 

@@ -165,20 +165,21 @@ def _w1_gradient(y: Tensor, a: Tensor, c: Tensor, m: Tensor, s0: Tensor, s1: Ten
 def _w1_vgh(
     y: Tensor, a: Tensor, c: Tensor, m: Tensor, s0: Tensor, s1: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Value, gradient and Hessian from one exponential per well (``u = p²/(4 i0) + q²/(4 i1)``
-    with ``i = 1/s²``); the ``Σ_k w_k 2 i_k`` parts of the Hessian are matrix-vector products."""
+    """Value, gradient and Hessian from one exponential per well, in few passes over ``(B, K)``:
+    with ``t0 = (y_0 - a) i0``, ``t1 = (y_1 - c) i1`` (``i = 1/s²``) and ``w = m exp(-u)``,
+    ``∇E = 2 (Σ w t0, Σ w t1)`` and ``∇²E = [[2 Σ w i0 - 4 Σ w t0², -4 Σ w t0 t1], [·, 2 Σ w i1 -
+    4 Σ w t1²]]``; the ``Σ w i`` terms are matrix-vector products."""
     i0, i1 = 1.0 / s0**2, 1.0 / s1**2
-    ti0, ti1 = 2.0 * i0, 2.0 * i1
-    p = (y[:, :1] - a) * ti0
-    q = (y[:, 1:] - c) * ti1
-    u = torch.addcmul(p * p * (0.25 / i0), q * q, (0.25 / i1).expand_as(q))
+    d0, d1 = y[:, :1] - a, y[:, 1:] - c
+    t0, t1 = d0 * i0, d1 * i1
+    u = torch.addcmul(d0 * t0, d1, t1)
     tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (y, a, c, m, s0, s1))
     w = torch.exp(-u) * m if tracked else u.neg_().exp_().mul_(m)  # in place when untracked
-    wp, wq = w * p, w * q
-    h00 = w @ ti0 - torch.linalg.vecdot(wp, p)
-    h11 = w @ ti1 - torch.linalg.vecdot(wq, q)
-    h01 = -torch.linalg.vecdot(wp, q)
-    g = torch.stack([wp.sum(-1), wq.sum(-1)], -1)
+    wt0, wt1 = w * t0, w * t1
+    g = torch.stack([wt0.sum(-1), wt1.sum(-1)], -1) * 2.0
+    h00 = 2.0 * (w @ i0) - 4.0 * torch.linalg.vecdot(wt0, t0)
+    h11 = 2.0 * (w @ i1) - 4.0 * torch.linalg.vecdot(wt1, t1)
+    h01 = -4.0 * torch.linalg.vecdot(wt0, t1)
     h = torch.stack([torch.stack([h00, h01], -1), torch.stack([h01, h11], -1)], -2)
     return -w.sum(-1), g, h
 
