@@ -2,12 +2,12 @@
 
 Eager PyTorch runs each elementwise operation as its own pass over memory: W1's start search
 makes 6 passes over ``(B, K, K)``. ``torch.compile`` (Inductor, which needs a C++ compiler) fuses
-them into one vectorised loop. Only code outside every gradient is compiled, and it is shared by
-all PyTorch methods of a workload (today: W1's start search, ``w1_search.py``).
+them into one vectorised loop. Only code outside every gradient is compiled: W1's start search
+(``w1_search.py``), shared by all PyTorch methods, and W1's energy where no graph is kept.
 
-Tried and not kept: fusing W1's value-gradient-Hessian (six reductions over ``K`` from one
-exponential) measured 11 ms per evaluation at B = 20,000, the same as the eager blocks, because
-the generated reductions did not vectorise; the eager code stays.
+W1's value-gradient-Hessian is fused too, for the forward solves of the implicit methods (ours
+and TorchOpt run the core's Newton under ``no_grad``); the unrolled baseline must keep its graph
+and stays eager (``w1_fused_energy.py``).
 
 Each kernel runs over blocks of a fixed number of rows (the last block padded) so that one
 compilation serves every batch size. :data:`STATUS` records, per kernel, whether it ran compiled,
@@ -68,6 +68,11 @@ def run_blocked(name: str, fn: Callable[..., Any], rows: int, batched: tuple[Ten
     if isinstance(outs[0], tuple):
         return tuple(torch.cat(z) for z in zip(*outs, strict=True))
     return torch.cat(outs)
+
+
+def run(name: str, fn: Callable[..., Any], *args: Tensor) -> Any:
+    """``fn(*args)``, compiled when enabled and working, else eager."""
+    return _call(name, _kernel(name, fn), fn, list(args), ())
 
 
 def _kernel(name: str, fn: Callable[..., Any]) -> Callable[..., Any] | None:

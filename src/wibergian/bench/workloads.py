@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import fused, w1_fused_energy
 from .w1_search import best_index
 
 K_WELLS = 72
@@ -122,6 +123,7 @@ class W1Energy:
 
     def __init__(self, rows: int = 2048):
         self.rows = rows
+        self._columns = w1_fused_energy.ColumnBlocks()
 
     def _blocks(self, fn, y: Tensor, a: Tensor, c: Tensor, *shared: Tensor):
         b, r = y.shape[0], self.rows
@@ -150,7 +152,12 @@ class W1Energy:
     def value_gradient_hessian(
         self, y: Tensor, a: Tensor, c: Tensor, m: Tensor, s0: Tensor, s1: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``(E (B,), ∇E (B, 2), ∇²E (B, 2, 2))`` in one pass."""
+        """``(E (B,), ∇E (B, 2), ∇²E (B, 2, 2))`` in one pass: one fused loop when nothing is
+        tracked by autograd and ``torch.compile`` is on (``w1_fused_energy.py``)."""
+        tracked = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (y, a, c, m, s0, s1))
+        if fused.enabled() and not tracked and y.dtype == torch.float64:
+            return w1_fused_energy.value_gradient_hessian(self._columns, y, a, c, m, s0, s1)
         return self._blocks(_w1_vgh, y, a, c, m, s0, s1)
 
 
