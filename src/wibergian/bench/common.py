@@ -45,6 +45,9 @@ class MethodInfo:
     gradient: str  # how the gradient is computed, in words
     ref_damping: float  # the λ of our gradient this method must reproduce
     tolerance: float
+    #: the forward stops once every problem has converged (Optimistix's rule) instead of
+    #: running the workload's fixed iteration count
+    stops_when_converged: bool = False
 
 
 class BenchMethod:

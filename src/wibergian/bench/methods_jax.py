@@ -186,8 +186,9 @@ def w1_methods(data: W1Data, damping: float = DAMPING) -> list[BenchMethod]:
     try:
         out.append(_JaxMethod(_w1_loss_with(_optimistix_solver()), params, dd,
                               MethodInfo("optimistix Newton", "optimistix",
-                                         "root_find(∇E) Newton, ImplicitAdjoint (λ=0)", 0.0,
-                                         TOL_ITERATIVE)))
+                                         "root_find(∇E) Newton, ImplicitAdjoint (λ=0), "
+                                         f"≤ {W1_ITERS} steps, stops when converged", 0.0,
+                                         TOL_ITERATIVE, stops_when_converged=True)))
     except ImportError:
         pass
     return out

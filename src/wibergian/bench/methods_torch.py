@@ -116,7 +116,8 @@ class W1Ours(_TorchMethod):
         self.info = MethodInfo(label, "wibergian",
                                f"damped implicit (λ={damping}), dense Cholesky, {how} "
                                f"derivatives{stop}", damping,
-                               TOL_DIRECT if tol is None else TOL_ITERATIVE)
+                               TOL_DIRECT if tol is None else TOL_ITERATIVE,
+                               stops_when_converged=tol is not None)
 
     def loss(self) -> torch.Tensor:
         p = self.params
@@ -138,8 +139,10 @@ class W1Unrolled(_TorchMethod):
         self.iters = iters
         self.params = _leaves(m=data.m, s0=data.s0, s1=data.s1)
         name = "torch unrolled" if iters == W1_ITERS else f"torch unrolled ({iters} iterations)"
-        self.info = MethodInfo(name, "torch", f"autograd through {iters} Newton iterations", 0.0,
-                               TOL_UNROLLED)
+        what = f"autograd through {iters} Newton iterations" + (
+            "" if iters == W1_ITERS else " (as many as the slowest problem needs to converge)")
+        self.info = MethodInfo(name, "torch", what, 0.0, TOL_UNROLLED,
+                               stops_when_converged=iters != W1_ITERS)
 
     def loss(self) -> torch.Tensor:
         p = self.params

@@ -70,28 +70,58 @@ def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("**met**" if ok else "**not met**")
 
 
+def _w1_targets(w: dict[str, Any]) -> list[str]:
+    """W1's targets. Optimistix's root finder stops once converged (4-5 Newton steps here)
+    while the workload fixes 20, so each comparison is made between methods that run the same
+    iterations, and the mixed one is shown too."""
+    ms, size = w["methods"], w["size"]
+    ours = ms[w["primary"]]
+    early = {n: r for n, r in ms.items() if r.get("stops_when_converged")}
+    fixed = {n: r for n, r in ms.items() if not r.get("stops_when_converged")}
+
+    def fastest(rows: dict[str, Any], libs: tuple[str, ...]) -> tuple[str, float] | None:
+        cand = [(n, r["total_s"]) for n, r in rows.items() if r["library"].split()[0] in libs]
+        return min(cand, key=lambda x: x[1]) if cand else None
+
+    out = []
+    fj = fastest(fixed, JAX_LIBS)
+    if fj:
+        out.append(f"| W1 B={size}: ours total ≤ fastest JAX anchor running the same 20 "
+                   f"iterations ({fj[0]}) | {ours['total_s']:.3f} vs {fj[1]:.3f} s | "
+                   f"{_verdict(ours['total_s'] <= fj[1])} |")
+    ours_early = fastest(early, ("wibergian",))
+    ej = fastest(early, JAX_LIBS)
+    if ej and ours_early:
+        out.append(f"| W1 B={size}: ours total ≤ fastest JAX anchor, both stopping when "
+                   f"converged ({ours_early[0]} vs {ej[0]}) | {ours_early[1]:.3f} vs "
+                   f"{ej[1]:.3f} s | {_verdict(ours_early[1] <= ej[1])} |")
+    if ej:
+        out.append(f"| W1 B={size}: ours (20 iterations) total ≤ {ej[0]} (stops when converged;"
+                   f" not like for like) | {ours['total_s']:.3f} vs {ej[1]:.3f} s | "
+                   f"{_verdict(ours['total_s'] <= ej[1])} |")
+    unr = ms.get("torch unrolled")
+    if unr:
+        sp = unr["total_s"] / ours["total_s"]
+        out.append(f"| W1 B={size}: ≥ 5× faster than unrolled PyTorch (20 iterations each) | "
+                   f"{sp:.2f}× | {_verdict(sp >= 5)} |")
+    unr_early = fastest(early, ("torch",))
+    if unr_early and ours_early:
+        sp = unr_early[1] / ours_early[1]
+        out.append(f"| W1 B={size}: ≥ 5× faster than unrolled PyTorch, both through the "
+                   f"iterations convergence needs ({unr_early[0]}) | {sp:.2f}× | "
+                   f"{_verdict(sp >= 5)} |")
+    rb = ours["backward_s"] / ours["forward_s"]
+    out.append(f"| W1 B={size}: backward ≤ 0.25× forward | {rb:.3f}× | {_verdict(rb <= 0.25)} |")
+    return out
+
+
 def targets_section(run: dict[str, Any]) -> str:
     rows = ["## Targets (issue 3), evaluated from the figures above", "",
             "| target | figures | verdict |", "|---|---|---|"]
     wl = run["workloads"]
     w1 = [w for w in wl if w["workload"] == "W1"]
     if w1:
-        w = max(w1, key=lambda x: x["size"])
-        ms = w["methods"]
-        ours = ms[w["primary"]]
-        jax_t = [r["total_s"] for r in ms.values() if r["library"].split()[0] in JAX_LIBS]
-        best_jax = min(jax_t) if jax_t else None
-        rows.append(f"| W1 B={w['size']}: ours total ≤ fastest JAX anchor | ours "
-                    f"{ours['total_s']:.3f} s, fastest JAX {_f(best_jax, 3)} s | "
-                    f"{_verdict(None if best_jax is None else ours['total_s'] <= best_jax)} |")
-        unr = ms.get("torch unrolled")
-        if unr:
-            sp = unr["total_s"] / ours["total_s"]
-            rows.append(f"| W1 B={w['size']}: ≥ 5× faster than unrolled PyTorch | {sp:.2f}× | "
-                        f"{_verdict(sp >= 5)} |")
-        rb = ours["backward_s"] / ours["forward_s"]
-        rows.append(f"| W1 B={w['size']}: backward ≤ 0.25× forward | {rb:.3f}× | "
-                    f"{_verdict(rb <= 0.25)} |")
+        rows += _w1_targets(max(w1, key=lambda x: x["size"]))
     for w in [w for w in wl if w["workload"] == "W2"]:
         ms = w["methods"]
         ch = ms.get("torch autograd (cholesky)")

@@ -165,6 +165,7 @@ def run_workload(
             "ref_damping": m.info.ref_damping,
             "agreement_rel_error": errors[m.info.name],
             "agreement_tolerance": m.info.tolerance,
+            "stops_when_converged": m.info.stops_when_converged,
             "repeats": len(s),
         }
         for key in ("forward_s", "backward_s", "total_s"):
