@@ -213,6 +213,12 @@ disagrees with ours stops the run with `GradientMismatch` before anything is tim
   (`src/wibergian/bench/w1_search.py`; the pick equals the float64 argmin, which the tests
   check); its compilation falls in the first call of the first W1 method and is reported in that
   column. `--no-compile` runs the eager float64 search instead.
+- W1's energy, where no autograd graph is kept (the forward solves of ours and TorchOpt), runs
+  as one compiled loop over the data transposed to (K, B) (`w1_fused_energy.py`); the unrolled
+  baseline keeps its graph and runs eager, as does every method under `--no-compile`.
+- W1 fixes 20 Newton iterations, but Optimistix's root finder stops once converged (4-5 steps
+  here, like every problem of ours). Rows marked "stops when converged" / "(4 iterations)" run
+  ours and the unrolled baseline under that rule, and the W1 targets compare like with like.
 - W2's "ours (quadratic)" rows run `argmin(..., solver=QuadraticSolve())`: one Cholesky of the
   closed-form Hessian in the forward, kept for the backward. At λ = 0 the backward reuses it
   (two triangular solves; the same derivative as JAXopt's `solve_cholesky` and autograd); at
