@@ -125,8 +125,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "threads spin-wait against other processes)")
     p.add_argument("--no-anchors", action="store_true", help="skip TorchOpt/JAX/Theseus")
     p.add_argument("--no-compile", action="store_true",
-                   help="do not torch.compile the shared no-gradient kernels (W1's start "
-                        "search); needs no C++ compiler")
+                   help="do not torch.compile the no-gradient kernels (W1's start search "
+                        "and its energy in graph-free forward solves); needs no C++ compiler")
     p.add_argument("--scaling", action="store_true", help="also run the scaling sweeps")
     p.add_argument("--docs", default=None, help="render this markdown file from the JSON")
     p.add_argument("--tag", default="", help="suffix of the JSON file name (separate runs)")
