@@ -249,7 +249,7 @@ def argmin(
     y_pre = result.y.detach()
     if not bool(torch.isfinite(y_pre).all()):
         raise FloatingPointError("the inner solver returned NaN/Inf; check the energy's scale")
-    factor = result.factor if backend == "dense" else None
+    factor = getattr(result, "factor", None) if backend == "dense" else None
     if factor is not None and tuple(factor.chol.shape) != (b, n, n):
         factor = None
     y_star, accepted, fwd_fb = y_pre, None, 0
@@ -261,9 +261,8 @@ def argmin(
     with torch.no_grad():
         ps = [p.detach() for p in params]
         moved = final_step and bool(accepted.any())
-        if not moved and result.grad is not None and result.energy is not None:
-            g, e = result.grad, result.energy  # the solver's own, at this very point
-        else:
+        g, e = getattr(result, "grad", None), getattr(result, "energy", None)
+        if moved or g is None or e is None:  # else the solver's own, at this very point
             g = gradient(energy, y_star, ps)
             e = energy_value(energy, y_star, ps)
     info = ArgminInfo(

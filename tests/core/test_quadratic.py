@@ -246,3 +246,22 @@ def test_lbfgs_with_value_and_gradient_takes_the_same_iterates():
     torch.testing.assert_close(fused.y, plain.y, rtol=0, atol=1e-12)
     torch.testing.assert_close(fused.grad, plain.grad, rtol=0, atol=1e-12)
     assert torch.equal(fused.iterations, plain.iterations)
+
+
+def test_a_duck_typed_solver_result_without_the_optional_fields_still_works():
+    from types import SimpleNamespace
+
+    class Plain:
+        def minimize(self, energy, y0, params):
+            r = QuadraticSolve().minimize(energy, y0, params)
+            return SimpleNamespace(y=r.y, converged=r.converged, iterations=r.iterations)
+
+    l_mat, rhs = _case()
+    y, info = wibergian.argmin(quadratic, torch.zeros_like(rhs), (l_mat, rhs), damping=0.0,
+                               solver=Plain(), final_step=False, return_info=True)
+    y.sum().backward()
+    y_ref, g_l, _ = _dense_reference(l_mat, rhs, 0.0, torch.ones_like(rhs))
+    assert torch.allclose(y, y_ref, atol=1e-12)
+    assert torch.allclose(l_mat.grad, g_l, atol=1e-10)
+    assert info.backward["reused_factor"] is False  # nothing to reuse: H was factored again
+    assert float(info.grad_norm.max()) < 1e-9
