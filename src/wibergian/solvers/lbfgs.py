@@ -48,15 +48,15 @@ class LBFGS:
         with torch.no_grad():
             return self._run(energy, y0.detach().clone(), [p.detach() for p in params])
 
-    def _direction(self, g: Tensor, s: Tensor, z: Tensor, valid: Tensor, pos: int,
+    def _direction(self, g: Tensor, s: Tensor, z: Tensor, sz: Tensor, valid: Tensor, pos: int,
                    last: Tensor) -> Tensor:
         """Two-loop recursion over the ring buffer ``s, z`` ``(B, m, n)`` whose newest slot is
-        ``pos - 1``; ``valid`` ``(B, m)``; ``last`` ``(B,)`` the slot of each problem's newest
+        ``pos - 1``; ``sz`` ``(B, m)`` the products ``s·z`` kept from when each slot was written;
+        ``valid`` ``(B, m)``; ``last`` ``(B,)`` the slot of each problem's newest
         valid pair (for the initial scaling). Slots are views: no ``(B, m, n)`` copies."""
         m = s.shape[1]
         order = [(pos - 1 - j) % m for j in range(m)]  # newest first
-        sz_all = torch.linalg.vecdot(s, z)  # (B, m)
-        rho = torch.where(valid, 1.0 / torch.where(valid, sz_all, 1.0), 0.0)
+        rho = torch.where(valid, 1.0 / torch.where(valid, sz, 1.0), 0.0)
         q = g.clone()
         alphas = {}
         for i in order:
@@ -67,7 +67,7 @@ class LBFGS:
         has = valid[rows, last]
         z_last = z[rows, last]
         zz = torch.linalg.vecdot(z_last, z_last)
-        gamma = torch.where(has & (zz > 0), sz_all[rows, last] / zz.clamp_min(1e-300), 1.0)
+        gamma = torch.where(has & (zz > 0), sz[rows, last] / zz.clamp_min(1e-300), 1.0)
         r = gamma.unsqueeze(-1) * q
         for i in reversed(order):
             beta = rho[:, i] * torch.linalg.vecdot(z[:, i], r)
@@ -80,6 +80,7 @@ class LBFGS:
         m = self.history
         s = torch.zeros(b, m, n, dtype=dt, device=dev)
         z = torch.zeros(b, m, n, dtype=dt, device=dev)
+        sz = torch.zeros(b, m, dtype=dt, device=dev)
         valid = torch.zeros(b, m, dtype=torch.bool, device=dev)
         pos = 0  # ring buffer: the next slot to write (shared by all problems)
         last = torch.zeros(b, dtype=torch.long, device=dev)  # each problem's newest good slot
@@ -98,7 +99,7 @@ class LBFGS:
             active = ~converged & ~stuck
             if not bool(active.any()):
                 break
-            d = self._direction(g, s, z, valid, pos, last)
+            d = self._direction(g, s, z, sz, valid, pos, last)
             slope = (g * d).sum(-1)
             bad_dir = slope >= 0
             d = torch.where(bad_dir.unsqueeze(-1), -g, d)
@@ -131,11 +132,13 @@ class LBFGS:
             else:
                 g_new = gradient(energy, y_new, params)
             sk, zk = y_new - y, g_new - g
-            good = accepted & ((sk * zk).sum(-1) > 1e-12 * sk.norm(dim=-1) * zk.norm(dim=-1))
+            skzk = torch.linalg.vecdot(sk, zk)
+            good = accepted & (skzk > 1e-12 * sk.norm(dim=-1) * zk.norm(dim=-1))
             # one slot per iteration for every problem; a problem without a good pair this time
             # marks the slot invalid (its oldest pair leaves the memory a step early)
             s[:, pos] = sk
             z[:, pos] = zk
+            sz[:, pos] = skzk
             valid[:, pos] = good
             last = torch.where(good, pos, last)
             pos = (pos + 1) % m
