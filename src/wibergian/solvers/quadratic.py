@@ -66,18 +66,15 @@ class QuadraticSolve:
                 1e-10 if y.dtype == torch.float64 else 1e-4)
             scale = 1.0 + g.abs().amax(-1)
             iters = torch.ones(y.shape[0], dtype=torch.long, device=y.device)
-            for _ in range(self.refine):
+            for k in range(self.refine + 1):  # one gradient per point visited
                 g = gradient(energy, y, ps)
                 small = g.abs().amax(-1) <= tol * scale
-                if bool(small.all()):
-                    break
                 fix = ~small & ok
-                if not bool(fix.any()):
+                if k == self.refine or not bool(fix.any()):
                     break
                 y[fix] -= cholesky_apply(chol[fix], g[fix])
                 iters += fix.long()
-            g = gradient(energy, y, ps)
-            converged = bounded & (g.abs().amax(-1) <= tol * scale)
+            converged = bounded & small
             self.record["pinv_problems"] = int((~ok).sum())
         return SolveResult(y=y, converged=converged, iterations=iters,
                            factor=HessianFactor(chol, ok, shift=0.0, constant=True))
