@@ -56,16 +56,11 @@ class ColumnBlocks:
     def get(self, a: Tensor, c: Tensor) -> list[tuple[Tensor, Tensor]]:
         key = self._key_of(a, c)
         if key != self._key:
-            self._blocks = [(_pad_cols(a[lo:lo + COLS].T), _pad_cols(c[lo:lo + COLS].T))
+            self._blocks = [(fused.pad(a[lo:lo + COLS].T, COLS, 1),
+                             fused.pad(c[lo:lo + COLS].T, COLS, 1))
                             for lo in range(0, a.shape[0], COLS)]
             self._key, self._keep = key, (a, c)
         return self._blocks
-
-
-def _pad_cols(x: Tensor) -> Tensor:
-    if x.shape[1] == COLS:
-        return x.contiguous()
-    return torch.cat([x, x[:, :1].expand(-1, COLS - x.shape[1])], 1).contiguous()
 
 
 def value_gradient_hessian(cache: ColumnBlocks, y: Tensor, a: Tensor, c: Tensor, m: Tensor,
@@ -78,7 +73,7 @@ def value_gradient_hessian(cache: ColumnBlocks, y: Tensor, a: Tensor, c: Tensor,
     for j, (a_t, c_t) in enumerate(cache.get(a, c)):
         lo = j * COLS
         n = min(COLS, b - lo)
-        y0, y1 = _pad_vec(y[lo:lo + n, 0]), _pad_vec(y[lo:lo + n, 1])
+        y0, y1 = fused.pad(y[lo:lo + n, 0], COLS), fused.pad(y[lo:lo + n, 1], COLS)
         out = fused.run("w1_vgh", _vgh_columns, y0, y1, a_t, c_t, mm, i0, i1)
         outs.append(torch.stack(out, -1)[:n])
     e, g0, g1, h00, h11, h01 = torch.cat(outs).unbind(-1)
@@ -86,8 +81,3 @@ def value_gradient_hessian(cache: ColumnBlocks, y: Tensor, a: Tensor, c: Tensor,
     h = torch.stack([torch.stack([h00, h01], -1), torch.stack([h01, h11], -1)], -2)
     return e, g, h
 
-
-def _pad_vec(v: Tensor) -> Tensor:
-    if v.shape[0] == COLS:
-        return v.contiguous()
-    return torch.cat([v, v[:1].expand(COLS - v.shape[0])])
