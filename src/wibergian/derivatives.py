@@ -98,6 +98,30 @@ def gradient_and_hessian(
     return g.detach(), h.detach()
 
 
+def declares_value_and_gradient(energy: EnergyFn) -> bool:
+    """Whether the energy declares ``value_and_gradient`` (one pass for both)."""
+    return callable(getattr(energy, "value_and_gradient", None))
+
+
+def value_and_gradient(
+    energy: EnergyFn, y: Tensor, params: Sequence[Tensor]
+) -> tuple[Tensor, Tensor]:
+    """``(E, ∇_y E)`` at ``y``, detached: shapes ``(B,)`` and ``(B, n)``; from the energy's
+    declared ``value_and_gradient`` when it has one, else from a value and a gradient pass."""
+    if not declares_value_and_gradient(energy):
+        with torch.no_grad():
+            e = energy_value(energy, y, params)
+        return e, gradient(energy, y, params).detach()
+    with torch.no_grad():
+        e, g = energy.value_and_gradient(y, *params)  # type: ignore[attr-defined]
+    if e.shape != (y.shape[0],) or g.shape != y.shape:
+        raise ValueError(
+            f"energy.value_and_gradient must return shapes ({y.shape[0]},) and "
+            f"{tuple(y.shape)}; got {tuple(e.shape)} and {tuple(g.shape)}"
+        )
+    return e, g
+
+
 def value_gradient_hessian(
     energy: EnergyFn, y: Tensor, params: Sequence[Tensor]
 ) -> tuple[Tensor, Tensor, Tensor]:

@@ -265,3 +265,18 @@ def test_a_duck_typed_solver_result_without_the_optional_fields_still_works():
     assert torch.allclose(l_mat.grad, g_l, atol=1e-10)
     assert info.backward["reused_factor"] is False  # nothing to reuse: H was factored again
     assert float(info.grad_norm.max()) < 1e-9
+
+
+def test_a_declared_value_and_gradient_of_the_wrong_shape_is_refused():
+    from energies import make_cases
+
+    from wibergian.solvers import LBFGS
+
+    class Bad(_WelschWithValueAndGradient):
+        def value_and_gradient(self, y, *params):
+            e, g = super().value_and_gradient(y, *params)
+            return e[:, None], g
+
+    _, y0, params = make_cases(seed=4)["welsch"]
+    with pytest.raises(ValueError, match="value_and_gradient must return shapes"):
+        LBFGS(max_iter=3).minimize(Bad(), y0, [p.detach() for p in params])

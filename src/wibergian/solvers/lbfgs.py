@@ -21,7 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..derivatives import energy_value, gradient
+from ..derivatives import (
+    declares_value_and_gradient,
+    energy_value,
+    gradient,
+    value_and_gradient,
+)
 from ..energy import EnergyFn
 from .base import SolveResult
 
@@ -84,13 +89,8 @@ class LBFGS:
         valid = torch.zeros(b, m, dtype=torch.bool, device=dev)
         pos = 0  # ring buffer: the next slot to write (shared by all problems)
         last = torch.zeros(b, dtype=torch.long, device=dev)  # each problem's newest good slot
-        fused = getattr(energy, "value_and_gradient", None)
-        fused = fused if callable(fused) else None
-        if fused is not None:
-            e, g = _value_and_gradient(fused, y, params)
-        else:
-            e = energy_value(energy, y, params)
-            g = gradient(energy, y, params)
+        fused = declares_value_and_gradient(energy)
+        e, g = value_and_gradient(energy, y, params)
         tol = self.tol if self.tol is not None else (1e-8 if dt == torch.float64 else 1e-5)
         iters = torch.zeros(b, dtype=torch.long, device=dev)
         converged = g.abs().amax(-1) <= tol
@@ -113,8 +113,8 @@ class LBFGS:
             g_first, first_ok = None, None
             for k in range(self.max_backtracks):
                 trial = y + step.unsqueeze(-1) * d
-                if k == 0 and fused is not None:  # the full step is usually accepted
-                    e_trial, g_first = _value_and_gradient(fused, trial, params)
+                if k == 0 and fused:  # the full step is usually accepted
+                    e_trial, g_first = value_and_gradient(energy, trial, params)
                 else:
                     e_trial = energy_value(energy, trial, params)
                 ok = active & ~accepted & torch.isfinite(e_trial)
@@ -152,12 +152,3 @@ class LBFGS:
             stuck = stuck | (failed & fresh & ~converged)
         return SolveResult(y=y, converged=converged, iterations=iters, energy=e, grad=g)
 
-
-def _value_and_gradient(fn, y: Tensor, params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    e, g = fn(y, *params)
-    if e.shape != (y.shape[0],) or g.shape != y.shape:
-        raise ValueError(
-            f"energy.value_and_gradient must return shapes ({y.shape[0]},) and "
-            f"{tuple(y.shape)}; got {tuple(e.shape)} and {tuple(g.shape)}"
-        )
-    return e, g
