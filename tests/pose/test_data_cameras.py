@@ -2,16 +2,16 @@
 
 import json
 import math
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
 
+from wibergian.data import data_path
 from wibergian.experiments.pose import cameras as C
 
-JSON = Path("/work/shared/data/h36m_cameras.json")
+JSON = data_path("h36m_cameras.json")
 needs_json = pytest.mark.skipif(not JSON.exists(), reason="no camera json")
 
 

@@ -1,18 +1,18 @@
 """Default data (CMU clip through the real cameras) and user .npy poses."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from wibergian.data import data_path
 from wibergian.experiments.pose import cameras as C
 from wibergian.experiments.pose import datasets
 from wibergian.experiments.pose import detector as D
 
 pytestmark = pytest.mark.skipif(
-    not Path("/work/shared/data/cmu-mocap-sample/playground.asf").exists()
-    or not Path("/work/shared/data/h36m_cameras.json").exists(), reason="no bundled data")
+    not data_path("cmu-mocap-sample", "playground.asf").exists()
+    or not data_path("h36m_cameras.json").exists(), reason="no bundled data")
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from wibergian.data import data_path
 from wibergian.experiments.pose import cameras as C
 from wibergian.experiments.pose import datasets, h36m
 from wibergian.experiments.pose import skeleton as sk
 
-JSON = Path("/work/shared/data/h36m_cameras.json")
+JSON = data_path("h36m_cameras.json")
 
 
 def _raw32(T, seed):

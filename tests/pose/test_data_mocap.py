@@ -1,14 +1,14 @@
 """ASF/AMC parsing, forward kinematics and the 17-joint mapping on the real CMU clip."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from wibergian.data import data_path
 from wibergian.experiments.pose import mocap, skeleton
 
-CLIP = Path("/work/shared/data/cmu-mocap-sample")
+CLIP = data_path("cmu-mocap-sample")
 pytestmark = pytest.mark.skipif(not (CLIP / "playground.asf").exists(), reason="no CMU clip")
 
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import torch
 
+from ...data import data_path
+
 #: default location of the bundled calibration.
-DEFAULT_CAMERAS_JSON = Path("/work/shared/data/h36m_cameras.json")
+DEFAULT_CAMERAS_JSON = data_path("h36m_cameras.json")
 
 #: camera index (1-based, as in cameras.h5) -> camera name.
 CAMERA_NAMES: tuple[str, ...] = ("54138969", "55011271", "58860488", "60457274")

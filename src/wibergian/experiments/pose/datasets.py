@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ...data import data_path
 from . import skeleton as sk
 from .cameras import (
     DEFAULT_CAMERAS_JSON,
@@ -31,7 +32,8 @@ from .detector import DetectorConfig, simulate_detections
 from .h36m import TEST_SUBJECTS, TRAIN_SUBJECTS, load_sequences
 from .mocap import load_asf_amc
 
-DEFAULT_CLIP_DIR = Path("/work/shared/data/cmu-mocap-sample")
+#: the bundled CMU clip (package data).
+DEFAULT_CLIP_DIR = data_path("cmu-mocap-sample")
 
 
 @dataclass
