@@ -75,3 +75,21 @@ def test_ransac_cli_rejects_momentum_with_asgd(tmp_path, capsys):
                    str(tmp_path)])
     assert rc == 2
     assert "--optimizer asgd has no momentum" in capsys.readouterr().err
+
+
+def test_damping_cli_overrides_parse_and_reach_every_trainer_section():
+    import argparse
+
+    from wibergian.experiments.damping.cli import _grid, _methods, override
+    from wibergian.experiments.damping.run import StudySettings
+
+    assert _grid("momentum=10,30; sgd=30") == {"momentum": [10.0, 30.0], "sgd": [30.0]}
+    for bad in ("nesterov=1", "momentum=-1", "momentum", "sgd=abc"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _grid(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        _methods("lambda0,exact")
+    st = override(StudySettings.full(), 150, 3, ["lambda0", "ridge"], {"sgd": [30.0]})
+    for b in (st.fusion, st.endtoend, st.pose):
+        assert (b.sweep.steps, b.sweep.seeds, b.sweep.methods, b.sweep.lrs) == (
+            150, [0, 1, 2], ["lambda0", "ridge"], {"sgd": [30.0]})

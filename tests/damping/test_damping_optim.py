@@ -146,3 +146,19 @@ def test_trainer_clipping_limits_the_undamped_step_but_not_the_damped_one():
     # after clipping the gradient norm is the clip (torch divides by norm + 1e-6)
     assert steps[0.0] == pytest.approx(-math.copysign(clip, g0), rel=1e-6)
     assert steps[0.1] == pytest.approx(-g1, rel=1e-9)
+
+
+def test_asgd_average_survives_checkpoint_and_resume(tmp_path):
+    def fit(steps, run_dir=None, resume=False):
+        model = Quadratic([5.0, 3.0])
+        cfg = TrainConfig(steps=steps, batch_size=1, lr=0.3, optimizer="asgd",
+                          checkpoint_every=3, quiet=True, plot=False)
+        Trainer(model, quad_loss, data, cfg, run_dir=run_dir, resume=resume).fit()
+        return model.w.detach().numpy()
+
+    straight = fit(6)
+    fit(3, tmp_path / "run")
+    resumed = fit(6, tmp_path / "run", resume=True)
+    np.testing.assert_allclose(resumed, straight, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(straight, np.mean(hand_iterates([5.0, 3.0], 0.3, 6), axis=0),
+                               atol=1e-12)

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .optim import KINDS
+from .regimes import METHODS
 from .run import SECTIONS, StudySettings, merge, run_section
 
 
@@ -18,6 +20,65 @@ def _sections(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(
             f"unknown section(s) {bad or text!r}; choose from {', '.join(SECTIONS)}")
     return names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
+    return v
+
+
+def _methods(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {bad or text!r}; choose from "
+                                         f"{', '.join(METHODS)}")
+    return names
+
+
+def _grid(text: str) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise argparse.ArgumentTypeError(f"expected OPT=LR,LR in {part!r}")
+        k, v = part.split("=", 1)
+        k = k.strip()
+        if k not in KINDS:
+            raise argparse.ArgumentTypeError(f"unknown optimiser {k!r}; choose from "
+                                             f"{', '.join(KINDS)}")
+        try:
+            lrs = [float(x) for x in v.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"learning rates must be numbers: {v!r}") from None
+        if not lrs or any(not (x > 0 and x < float("inf")) for x in lrs):
+            raise argparse.ArgumentTypeError(f"learning rates must be finite and > 0: {v!r}")
+        out[k] = lrs
+    if not out:
+        raise argparse.ArgumentTypeError("empty --grid")
+    return out
+
+
+def override(st: StudySettings, steps: int | None, seeds: int | None,
+             methods: list[str] | None, grid: dict[str, list[float]] | None) -> StudySettings:
+    """Apply the command-line overrides to every Trainer-based section's sweep."""
+    for budget in (st.fusion, st.endtoend, st.pose):
+        sw = budget.sweep
+        if steps is not None:
+            sw.steps = steps
+        if seeds is not None:
+            sw.seeds = list(range(seeds))
+        if methods is not None:
+            sw.methods = list(methods)
+        if grid is not None:
+            sw.lrs = dict(grid)
+    return st
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,9 +106,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"sections to run (default: all): {', '.join(SECTIONS)}")
     p.add_argument("--fusion-data", type=Path, default=None, metavar="DIR",
                    help="VOT-format folder for the fusion_real section (e.g. real trackers' "
-                        "output); without it that section is skipped")
+                        "output); default: the fusion experiment's shipped real-tracker set "
+                        "(fusion.real.load_real), skipped if not installed")
     p.add_argument("--fusion-label", default=None,
                    help="what the --fusion-data data are (written in the results)")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="override the training updates of the Trainer-based sections")
+    p.add_argument("--seeds", type=_positive_int, default=None,
+                   help="override the number of seeds (0..N-1) of the Trainer-based sections")
+    p.add_argument("--methods", type=_methods, default=None, metavar="M,M,...",
+                   help=f"override the methods of the Trainer-based sweeps: {', '.join(METHODS)}")
+    p.add_argument("--grid", type=_grid, default=None, metavar="OPT=LR,LR;OPT=LR",
+                   help="override the optimiser x lr grid of the Trainer-based sections, e.g. "
+                        "'momentum=10,30;sgd=30' (optimisers: sgd, momentum, asgd, adam)")
     p.add_argument("--out", type=Path, default=Path("runs/damping"), help="output folder")
     p.add_argument("--quiet", action="store_true", help="one line per phase")
     p.set_defaults(func=_main)
@@ -70,13 +141,14 @@ def _main(args: argparse.Namespace) -> int:
         raise UsageError(f"--fusion-data {args.fusion_data} is not a folder; give a VOT-format "
                          "folder (sequences/, results/)")
     out = prepare_out_dir(args.out)
-    st = settings(args.quick)
+    st = override(settings(args.quick), args.steps, args.seeds, args.methods, args.grid)
     names = args.only or list(SECTIONS)
     for name in names:
         t0 = time.perf_counter()
         block = run_section(name, st, out, args.quiet, args.fusion_data, args.fusion_label)
         if block is None:
-            print(f"[damping] {name}: skipped (no data; pass --fusion-data DIR)")
+            print(f"[damping] {name}: skipped (no real-tracker data in this installation; "
+                  "pass --fusion-data DIR)")
         else:
             print(f"[damping] {name}: done in {time.perf_counter() - t0:.0f} s")
     result = merge(out, st)
@@ -145,8 +217,9 @@ def reproduce(out_dir: Path, quick: bool, quiet: bool = False) -> str:
         run_section(name, st, out_dir, quiet)
     result = merge(out_dir, st)
     head = ["## Does damping matter? (issue 16)", "",
-            "Toy and end-to-end: **generated** data; fusion: the **generated** tracker zoo "
-            "(fusion on real trackers' output needs `wibergian damping --fusion-data DIR`); "
-            "pose: real CMU mocap through 4 real camera rigs with **simulated** 2D detections."
+            "Toy and end-to-end: **generated** data; fusion: the **generated** tracker zoo and "
+            "(section fusion_real, when the real-tracker set is installed) **real trackers' "
+            "output on generated video**; pose: real CMU mocap through 4 real camera rigs with "
+            "**simulated** 2D detections."
             + (" *Quick setting: tiny sizes, numbers indicative only.*" if quick else ""), ""]
     return "\n".join(head) + markdown_summary(result)

@@ -59,27 +59,28 @@ class TaskBudget:
 class StudySettings:
     """Every size of the study (``full()`` / ``quick()``)."""
 
-    toy_dist_n: int = 100_000
+    toy_dist_n: int = 50_000
     toy_dist_sigmas: list[float] = field(default_factory=lambda: [6.0, 20.0])
     toy_batch: int = 32
-    toy_sweep: toy.ToySweep = field(default_factory=lambda: toy.ToySweep(seeds=6, steps=1000))
+    toy_sweep: toy.ToySweep = field(default_factory=lambda: toy.ToySweep(
+        seeds=5, steps=600, lrs={"sgd": [0.1, 0.5, 2.0], "momentum": [0.01, 0.05, 0.2],
+                                 "asgd": [0.5, 2.0], "adam": [0.1, 1.0]}))
     basin_n: int = 40_000
     basin_sigmas: list[float] = field(default_factory=lambda: [
-        3.0, 4.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 25.0])
+        4.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0])
     basin_h: float = 0.25
-    fusion: TaskBudget = field(default_factory=lambda: TaskBudget(300, 60, 32, generic.SweepSpec(
-        lrs={"sgd": [10.0, 30.0], "momentum": [3.0, 10.0, 30.0], "asgd": [30.0],
-             "adam": [0.03, 0.3]},
-        methods=list(METHODS), seeds=[0, 1, 2], steps=60, batch_size=64)))
-    fusion_eval_frames: int | None = 1000
-    endtoend: TaskBudget = field(default_factory=lambda: TaskBudget(300, 50, 32,
+    fusion: TaskBudget = field(default_factory=lambda: TaskBudget(200, 40, 32, generic.SweepSpec(
+        lrs={"sgd": [30.0], "momentum": [3.0, 10.0, 30.0], "adam": [0.03]},
+        methods=list(METHODS), seeds=[0, 1], steps=40, batch_size=64)))
+    fusion_eval_frames: int | None = 800
+    endtoend: TaskBudget = field(default_factory=lambda: TaskBudget(200, 40, 32,
                                  generic.SweepSpec(
-        lrs={"sgd": [10.0], "momentum": [0.3, 3.0], "asgd": [10.0], "adam": [0.03]},
-        methods=list(METHODS), seeds=[0, 1, 2], steps=60, batch_size=32)))
+        lrs={"momentum": [0.3, 3.0], "adam": [0.03]},
+        methods=list(METHODS), seeds=[0, 1], steps=40, batch_size=32)))
     endtoend_n_test: int = 1000
-    pose: TaskBudget = field(default_factory=lambda: TaskBudget(40, 10, 16, generic.SweepSpec(
-        lrs={"momentum": [1.0], "adam": [0.01]}, methods=list(METHODS), seeds=[0, 1],
-        steps=30, batch_size=16)))
+    pose: TaskBudget = field(default_factory=lambda: TaskBudget(30, 8, 16, generic.SweepSpec(
+        lrs={"momentum": [1.0], "adam": [0.01]}, methods=list(METHODS), seeds=[0],
+        steps=20, batch_size=16)))
     pose_test_frames: int | None = 60
     quick: bool = False
 
@@ -223,9 +224,13 @@ def run_section(name: str, st: StudySettings, out_dir: Path, quiet: bool,
                                      eval_frames=st.fusion_eval_frames)
             return run_task(task, st.fusion, out_dir, quiet)
         if name == "fusion_real":
-            if fusion_data is None:
-                return None
-            frames, label = load_fusion_data(fusion_data, fusion_label)
+            if fusion_data is not None:
+                frames, label = load_fusion_data(fusion_data, fusion_label)
+            else:
+                found = shipped_real_trackers(st.quick)
+                if found is None:
+                    return None
+                frames, label = found
             task = tasks.fusion_task(frames, "fusion_real", label,
                                      eval_frames=st.fusion_eval_frames)
             return run_task(task, st.fusion, out_dir, quiet)
@@ -238,6 +243,24 @@ def run_section(name: str, st: StudySettings, out_dir: Path, quiet: bool,
         raise ValueError(f"unknown section {name!r}; choose from {SECTIONS}")
     finally:
         torch.set_num_threads(old)
+
+
+REAL_LABEL = ("real trackers' output on generated video: OpenCV trackers run on video rendered "
+              "from real photographs (scikit-image), exact ground truth")
+
+
+def shipped_real_trackers(quick: bool) -> tuple[Any, str] | None:
+    """The fusion experiment's shipped real-tracker set (``fusion.real.load_real``), or None
+    when this installation does not have it."""
+    try:
+        from wibergian.experiments.fusion.real import load_real
+    except ImportError:
+        return None
+    try:
+        frames = load_real(quick=quick)
+    except FileNotFoundError:
+        return None
+    return frames, REAL_LABEL + (" (quick: first 16 sequences)" if quick else "")
 
 
 def load_fusion_data(path: Path, label: str | None) -> tuple[Any, str]:
