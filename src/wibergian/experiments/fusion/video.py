@@ -29,7 +29,7 @@ import functools
 
 import numpy as np
 
-FRAME_W, FRAME_H = 320, 240
+FRAME_W, FRAME_H = 256, 192
 #: Real photographs from scikit-image's bundled data (no download needed).
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
           "immunohistochemistry", "camera", "moon", "brick", "grass", "gravel", "coins",
@@ -85,6 +85,19 @@ def _line_kernel(dx: float, dy: float) -> np.ndarray | None:
     return ker / ker.sum()
 
 
+def _shrink_once(patch: np.ndarray, max_w: float, max_h: float) -> np.ndarray:
+    """Downsample a patch once (area averaging) to about the largest size it will be drawn
+    at, so that per-frame bilinear warping never shrinks it by much (no aliasing)."""
+    import cv2
+
+    ph, pw = patch.shape[:2]
+    f = min(1.0, 1.25 * max(max_w / pw, max_h / ph))
+    if f >= 1.0:
+        return patch
+    return cv2.resize(patch, (max(int(round(pw * f)), 2), max(int(round(ph * f)), 2)),
+                      interpolation=cv2.INTER_AREA)
+
+
 def _warp(patch: np.ndarray, box: np.ndarray, pad: int = 2
           ) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]] | None:
     """Warp a (ph, pw, 3) patch onto the continuous box ``x, y, w, h`` of the frame.
@@ -106,11 +119,6 @@ def _warp(patch: np.ndarray, box: np.ndarray, pad: int = 2
     sx, sy = w / pw, h / ph
     m = np.array([[sx, 0, x + 0.5 * sx - 0.5 - x0], [0, sy, y + 0.5 * sy - 0.5 - y0]])
     rgba = np.concatenate([patch, np.full((ph, pw, 1), 1.0, np.float32)], axis=2)
-    # pre-blur when shrinking a lot (bilinear warping alone would alias)
-    shrink = 1 / max(min(sx, sy), 1e-6)
-    if shrink > 1.5:
-        rgba = cv2.GaussianBlur(rgba, (0, 0), 0.5 * shrink)
-        rgba[:, :, 3] = 1.0
     out = cv2.warpAffine(rgba, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return out[:, :, :3] * out[:, :, 3:], out[:, :, 3], (slice(y0, y1), slice(x0, x1))
@@ -154,7 +162,7 @@ def render_sequence(seed: int, length: int) -> tuple[list[np.ndarray], np.ndarra
     cw = int(ch / aspect)
     ox, oy = rng.integers(0, op.shape[1] - cw), rng.integers(0, op.shape[0] - ch)
     patch = np.ascontiguousarray(op[oy:oy + ch, ox:ox + cw])
-    w0 = rng.uniform(34, 62)
+    w0 = rng.uniform(28, 50)
 
     # scale: random walk + slow sinusoid, log-size within ±0.55
     walk = np.cumsum(rng.normal(0, rng.uniform(0.004, 0.015), length))
@@ -173,6 +181,7 @@ def render_sequence(seed: int, length: int) -> tuple[list[np.ndarray], np.ndarra
     centre = _ou_path(rng, length, rng.uniform(lo, hi), rng.uniform(0.8, 2.2), 0.05, lo, hi,
                       bursts)
     gt = np.concatenate([centre - sizes / 2, sizes], axis=1)
+    patch = _shrink_once(patch, *(sizes.max(0) * 1.25))
 
     # illumination: global gain drift + jumps, object-only gain drift
     gain = np.exp(np.cumsum(rng.normal(0, 0.01, length)))
@@ -201,7 +210,7 @@ def render_sequence(seed: int, length: int) -> tuple[list[np.ndarray], np.ndarra
         vel = rng.normal(0, 1, 2)
         vel = vel / np.linalg.norm(vel) * (sizes[t0].max() * 2 + ow) / dur
         cx, cy = rng.integers(0, occ_src.shape[1] - 40), rng.integers(0, occ_src.shape[0] - 40)
-        tex = np.ascontiguousarray(occ_src[cy:cy + 40, cx:cx + 40])
+        tex = np.ascontiguousarray(occ_src[cy:cy + 40, cx:cx + 40])   # enlarged: no shrink
         occl.append((t0, dur, ow, oh, vel, tex))
 
     frames = []
@@ -226,6 +235,6 @@ def render_sequence(seed: int, length: int) -> tuple[list[np.ndarray], np.ndarra
             if t0 <= f < t0 + dur:
                 c = centre[t0] + vel * (f - t0 - dur / 2)
                 _over(frame, _warp(tex, np.array([c[0] - ow / 2, c[1] - oh / 2, ow, oh])))
-        frame = frame * gain[f] + rng.normal(0, noise_sd, frame.shape).astype(np.float32)
+        frame = frame * gain[f] + noise_sd * rng.standard_normal(frame.shape, np.float32)
         frames.append(np.clip(frame, 0, 255).astype(np.uint8)[:, :, ::-1].copy())
     return frames, gt
