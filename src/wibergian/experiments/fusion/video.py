@@ -98,14 +98,22 @@ def _shrink_once(patch: np.ndarray, max_w: float, max_h: float) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
+def _coverage(lo: float, size: float, start: int, stop: int) -> np.ndarray:
+    """Fraction of each pixel ``[j, j + 1)``, ``start <= j < stop``, inside ``[lo, lo + size)``."""
+    j = np.arange(start, stop, dtype=np.float64)
+    return np.clip(np.minimum(j + 1, lo + size) - np.maximum(j, lo), 0.0, 1.0)
+
+
 def _warp(patch: np.ndarray, box: np.ndarray, pad: int = 2
           ) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]] | None:
-    """Warp a (ph, pw, 3) patch onto the continuous box ``x, y, w, h`` of the frame.
+    """Draw a (ph, pw, 3) patch onto the continuous box ``x, y, w, h`` of the frame.
 
     Returns premultiplied colour (h, w, 3), coverage alpha (h, w) and the frame window
-    (row slice, column slice) they cover, or None when the box misses the frame. Continuous
-    coordinate ``X`` of frame pixel ``j`` is its centre ``j + 0.5``; patch pixel ``u`` maps to
-    ``x + (u + 0.5) w / pw``, so the patch covers exactly ``[x, x + w)``.
+    (row slice, column slice) they cover, or None when the box misses the frame. The alpha is
+    the exact area of each pixel ``[j, j + 1)`` inside the box (so the drawn object covers
+    exactly the ground-truth box, anti-aliased); the colour is the patch warped bilinearly
+    with patch pixel ``u`` centred at ``x + (u + 0.5) w / pw`` (frame pixel ``j`` centred at
+    ``j + 0.5``).
     """
     import cv2
 
@@ -118,10 +126,10 @@ def _warp(patch: np.ndarray, box: np.ndarray, pad: int = 2
         return None
     sx, sy = w / pw, h / ph
     m = np.array([[sx, 0, x + 0.5 * sx - 0.5 - x0], [0, sy, y + 0.5 * sy - 0.5 - y0]])
-    rgba = np.concatenate([patch, np.full((ph, pw, 1), 1.0, np.float32)], axis=2)
-    out = cv2.warpAffine(rgba, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return out[:, :, :3] * out[:, :, 3:], out[:, :, 3], (slice(y0, y1), slice(x0, x1))
+    col = cv2.warpAffine(patch, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    alpha = np.outer(_coverage(y, h, y0, y1), _coverage(x, w, x0, x1)).astype(np.float32)
+    return col * alpha[:, :, None], alpha, (slice(y0, y1), slice(x0, x1))
 
 
 def _over(frame: np.ndarray, layer: tuple | None) -> None:
