@@ -74,9 +74,11 @@ def cmd_make_real(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    if real.is_real_source(args.data):
-        label = args.label or real.LABEL + " (shipped with the package)"
-        source = {"data": args.data, "experiment": "baseline", "label": label,
+    if real.is_real_source(args.data) or args.data.endswith(".npz"):
+        label = args.label or real.LABEL + (" (shipped with the package)"
+                                            if real.is_real_source(args.data) else "")
+        data = args.data if real.is_real_source(args.data) else str(Path(args.data).resolve())
+        source = {"data": data, "experiment": "baseline", "label": label,
                   "dtype": "float32"}
     else:
         data = Path(args.data)
@@ -120,13 +122,20 @@ def make_figures(run_dir: Path, results: dict[str, Any]) -> list[Path]:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     run_dir = Path(args.run)
-    results = evaluate_run(run_dir, curvature=not args.no_curvature)
+    results = evaluate_run(run_dir, curvature=not args.no_curvature, train_iou=args.train_iou)
     print(f"[fuse] {results['label']}")
     print(markdown_table(results))
     if not args.no_figures:
         for f in make_figures(run_dir, results):
             print(f"[fuse] wrote {f}")
     print(f"[fuse] wrote {run_dir / 'results.json'}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .evaluate import compare_runs, fmt_ci
+
+    for protocol, m in compare_runs(args.run_a, args.run_b).items():
+        print(f"[fuse] {protocol}: ({args.run_a}) − ({args.run_b}) fused IoU = {fmt_ci(m)}")
 
 
 def register(subparsers: Any) -> None:
@@ -155,8 +164,8 @@ def register(subparsers: Any) -> None:
 
     t = sub.add_parser("train", help="train damped and λ=0 models for each protocol and seed")
     t.add_argument("--data", required=True,
-                   help="VOT folder (sequences/, results/), or `real` / `real-quick`: the "
-                        "shipped real-tracker outputs")
+                   help="VOT folder (sequences/, results/), a packed .npz written by "
+                        "make-real, or `real` / `real-quick`: the shipped real-tracker outputs")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--experiment", default="baseline",
                    help="results/<tracker>/<experiment>/ (VOT2018 no-reinit runs: unsupervised)")
@@ -178,7 +187,15 @@ def register(subparsers: Any) -> None:
     e.add_argument("--no-figures", action="store_true")
     e.add_argument("--no-curvature", action="store_true",
                    help="skip the Hessian eigenvalue statistics at the fused minima")
+    e.add_argument("--train-iou", action="store_true",
+                   help="also score the damped and untrained models on their training frames")
     e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("compare", help="paired difference (95 %% CI over seeds) of the fused "
+                       "IoU of two evaluated runs on the same data")
+    c.add_argument("run_a")
+    c.add_argument("run_b")
+    c.set_defaults(func=cmd_compare)
 
 
 def _margin_lines(results: dict[str, Any]) -> list[str]:

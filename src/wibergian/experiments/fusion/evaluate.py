@@ -29,7 +29,8 @@ from .energy import FusionModel, corner_energy
 from .train import FusionSettings, mean_iou, run_layout, torch_threads
 from .vot import load_dataset
 
-SUMMARY_KEYS = ("fused_damped", "fused_lambda0", "fused_init", "best_single_train",
+SUMMARY_KEYS = ("fused_damped", "fused_lambda0", "fused_init", "fused_damped_train",
+                "fused_init_train", "best_single_train",
                 "best_single", "oracle_per_frame", "median_fusion", "mean_fusion",
                 "train_seconds_damped", "train_seconds_lambda0")
 #: A completed run whose held-out IoU is below the untrained model's by more than this is
@@ -40,15 +41,19 @@ MARGINS = (("fused − best single (chosen on train)", "fused_damped", "best_sin
            ("fused − median fusion", "fused_damped", "median_fusion"),
            ("fused − untrained init", "fused_damped", "fused_init"),
            ("fused − fused λ=0", "fused_damped", "fused_lambda0"),
-           ("λ=0 − best single (chosen on train)", "fused_lambda0", "best_single_train"))
+           ("λ=0 − best single (chosen on train)", "fused_lambda0", "best_single_train"),
+           ("fused − untrained init, on the training frames", "fused_damped_train",
+            "fused_init_train"))
 
 
 def load_frames(source: dict[str, Any]) -> Frames:
-    from .real import is_real_source, load_real
+    from .real import is_real_source, load_real, unpack
 
     dtype = getattr(torch, source.get("dtype", "float32"))
     if is_real_source(source["data"]):
         return load_real(quick=source["data"] == "real-quick", dtype=dtype)
+    if str(source["data"]).endswith(".npz"):
+        return frames_from_dataset(unpack(source["data"]), dtype=dtype)
     ds = load_dataset(source["data"], experiment=source.get("experiment", "baseline"))
     return frames_from_dataset(ds, dtype=dtype)
 
@@ -89,7 +94,8 @@ def apply_collapse(status: str, fused: float, init: float) -> str:
 
 
 def evaluate_seed(frames: Frames, run_dir: Path, protocol: str, seed: int,
-                  settings: FusionSettings, curvature: bool = True) -> dict[str, Any]:
+                  settings: FusionSettings, curvature: bool = True, train_iou: bool = False
+                  ) -> dict[str, Any]:
     tr, te = split(frames, protocol, seed)
     test = frames.subset(te)
     d = run_layout(run_dir, protocol, seed)
@@ -97,8 +103,11 @@ def evaluate_seed(frames: Frames, run_dir: Path, protocol: str, seed: int,
     T, dt = len(frames.trackers), frames.gt.dtype
     out: dict[str, Any] = {"seed": seed, "n_test_frames": len(test),
                            "n_train_frames": len(frames) - len(test)}
+    train = frames.subset(tr)
     with torch_threads(1):
         out["fused_init"] = mean_iou(settings.model(T).to(dt), test)
+        if train_iou:     # generalisation gap: the same models on their training frames
+            out["fused_init_train"] = mean_iou(settings.model(T).to(dt), train)
         for tag, lam in (("damped", settings.damping), ("lambda0", 0.0)):
             rec = records.get(tag)
             if rec is None:
@@ -115,12 +124,14 @@ def evaluate_seed(frames: Frames, run_dir: Path, protocol: str, seed: int,
                 continue
             model = load_model(d / f"model_{tag}.pt", settings, T, lam, dt)
             out[f"fused_{tag}"] = mean_iou(model, test)
+            if train_iou and tag == "damped":
+                out["fused_damped_train"] = mean_iou(model, train)
             out[f"{tag}_status"] = apply_collapse(rec["status"], out[f"fused_{tag}"],
                                                   out["fused_init"])
             if curvature and tag == "damped":
                 out["hessian_min_eig_damped_model"] = curvature_stats(model, test,
                                                                       settings.damping)
-    base = baselines(test, frames.subset(tr))
+    base = baselines(test, train)
     out.update(mean_fusion=base["mean_fusion"], median_fusion=base["median_fusion"],
                oracle_per_frame=base["oracle_per_frame"],
                best_single_train=base["best_single_train"],
@@ -177,7 +188,7 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_run(run_dir: Path | str, frames: Frames | None = None, quiet: bool = False,
-                 curvature: bool = True) -> dict[str, Any]:
+                 curvature: bool = True, train_iou: bool = False) -> dict[str, Any]:
     """Evaluate every protocol and seed of a run; writes and returns ``results.json``."""
     from wibergian.progress import phase
 
@@ -195,12 +206,32 @@ def evaluate_run(run_dir: Path | str, frames: Frames | None = None, quiet: bool 
             per_seed = []
             for s in run["seeds"]:
                 per_seed.append(evaluate_seed(frames, run_dir, protocol, s, settings,
-                                              curvature))
+                                              curvature, train_iou))
                 prog.update(1)
             results["protocols"][protocol] = {"summary": summarise(per_seed),
                                               "seeds": per_seed}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def compare_runs(run_a: Path | str, run_b: Path | str) -> dict[str, Any]:
+    """Paired comparison of two evaluated runs on the same data: per protocol, ``A − B`` of
+    the damped fused IoU on every seed both runs share (same seed = same split), with its
+    95 % CI over seeds (:func:`paired_ci`)."""
+    ra = json.loads((Path(run_a) / "results.json").read_text())
+    rb = json.loads((Path(run_b) / "results.json").read_text())
+    out: dict[str, Any] = {}
+    for protocol, pa in ra["protocols"].items():
+        pb = rb["protocols"].get(protocol)
+        if pb is None:
+            continue
+        b_by_seed = {r["seed"]: r for r in pb["seeds"]}
+        diffs = [r["fused_damped"] - b_by_seed[r["seed"]]["fused_damped"]
+                 for r in pa["seeds"] if r["seed"] in b_by_seed
+                 and isinstance(r.get("fused_damped"), float)
+                 and isinstance(b_by_seed[r["seed"]].get("fused_damped"), float)]
+        out[protocol] = paired_ci(diffs)
+    return out
 
 
 def fmt(stat: dict[str, float] | None, digits: int = 3) -> str:
