@@ -29,6 +29,7 @@ from ..derivatives import (
 )
 from ..energy import EnergyFn
 from .base import SolveResult
+from .nonfinite import finite_start, rows_finite, shorter_finite_step
 
 
 @dataclass
@@ -90,7 +91,8 @@ class LBFGS:
         pos = 0  # ring buffer: the next slot to write (shared by all problems)
         last = torch.zeros(b, dtype=torch.long, device=dev)  # each problem's newest good slot
         fused = declares_value_and_gradient(energy)
-        e, g = value_and_gradient(energy, y, params)
+        y, (e, g), perturbed = finite_start(
+            lambda z: value_and_gradient(energy, z, params), y, "LBFGS")
         tol = self.tol if self.tol is not None else (1e-8 if dt == torch.float64 else 1e-5)
         iters = torch.zeros(b, dtype=torch.long, device=dev)
         converged = g.abs().amax(-1) <= tol
@@ -131,6 +133,11 @@ class LBFGS:
                 g_new = g_first  # every accepted problem took the full step
             else:
                 g_new = gradient(energy, y_new, params)
+            bad_g = accepted & ~rows_finite(g_new)  # never stop on a point without a gradient
+            if bool(bad_g.any()):
+                y_new, e_new, g_new, accepted = shorter_finite_step(
+                    energy, params, y, e, g, d, step, slope, self.c1,
+                    (y_new, e_new, g_new, accepted), bad_g)
             sk, zk = y_new - y, g_new - g
             skzk = torch.linalg.vecdot(sk, zk)
             good = accepted & (skzk > 1e-12 * sk.norm(dim=-1) * zk.norm(dim=-1))
@@ -150,5 +157,6 @@ class LBFGS:
             # A problem whose steepest-descent search fails even at the smallest step is stuck:
             # it stops here and stays reported as not converged.
             stuck = stuck | (failed & fresh & ~converged)
-        return SolveResult(y=y, converged=converged, iterations=iters, energy=e, grad=g)
+        return SolveResult(y=y, converged=converged, iterations=iters, energy=e, grad=g,
+                           perturbed=perturbed)
 
