@@ -382,7 +382,7 @@ def cg_solve(
 
     Negative curvature of ``H`` is detected from the Lanczos tridiagonal that CG builds: an
     inertia count flags a Ritz value of ``H`` below 0, and the flagged problems' tridiagonals
-    confirm one below ``-τ``, ``τ = 100·eps·max(1, ||T||)`` (or ``pᵀ(H + λI)p ≤ 0``). Such a
+    confirm one below ``-τ``, ``τ = 8·eps·max(1, ||T||)`` (or ``pᵀ(H + λI)p ≤ 0``). Such a
     problem is solved again with ``H + σI``, ``σ = λ - 1.1·θ`` (``θ``: the smallest Ritz value or
     Rayleigh quotient of ``H`` seen), up to ``max_shifts`` times while its shifted run still
     shows a Ritz value of ``H + σI`` below ``λ - τ`` (``σ`` then grows). A problem still flagged
@@ -414,14 +414,14 @@ def cg_solve(
 
     def confirm(flagged: Tensor, broke: Tensor) -> Tensor:
         """Flagged problems whose smallest Ritz value of ``H + σI`` is below ``λ`` by more than
-        ``τ = 100·eps·max(1, ||T||)`` (or whose CG broke down); updates ``theta``."""
+        ``τ = 8·eps·max(1, ||T||)`` (or whose CG broke down); updates ``theta``."""
         todo = flagged & ~nonfinite
         if not bool(todo.any()):
             return todo
         rows = todo.nonzero().flatten()
         lo, hi = _ritz_range(alphas, betas, rows)
         lo = torch.nan_to_num(lo, nan=float("-inf"))
-        tau = 100 * eps * torch.maximum(hi.abs(), torch.ones_like(hi))
+        tau = 8 * eps * torch.maximum(hi.abs(), torch.ones_like(hi))
         real = (lo < target[rows] - tau) | broke[rows]
         est = torch.minimum(lo - shift[rows], rayleigh[rows])
         est = torch.nan_to_num(est, nan=-1.0, neginf=-1.0)
