@@ -47,7 +47,9 @@ class ArgminInfo:
         backward: filled by the backward pass: ``backward_fallbacks`` (count),
             ``min_eigenvalue`` (``(B,)`` where an eigendecomposition ran), ``backward_residual``
             (``(B,)`` relative residual of the linear solve), ``cg_iterations``,
-            ``reused_factor`` (the solver's Cholesky factor served the backward).
+            ``reused_factor`` (the solver's Cholesky factor served the backward),
+            ``cg_shifted`` (CG problems re-solved with a shift after negative curvature),
+            ``bound_capped`` (problems whose ``u`` the ``1/λ`` cap shrank beyond rounding).
     """
 
     iterations: Tensor
@@ -227,7 +229,10 @@ def argmin(
         max_iter, tol: passed to a solver named by string.
         cg_tol, cg_max_iter: conjugate-gradient settings of the matrix-free back end.
         return_info: also return an :class:`ArgminInfo`.
-        warn: warn (once per call site) when problems do not converge or need fallbacks.
+        warn: warn (once per call site; the warning names the caller's line, or for the backward
+            the ``loss.backward()`` line) when problems do not converge, need fallbacks (forward
+            final step or backward) or had their start moved; ``False`` silences all of them.
+            The classes are in ``wibergian.errors`` (all subclasses of ``WibergianWarning``).
 
     Returns:
         ``y*`` ``(B, n)`` (and the info when ``return_info``).
