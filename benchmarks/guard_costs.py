@@ -50,7 +50,7 @@ def cg_case(repeats: int) -> None:
         hmat = q @ torch.diag(ev) @ q.T
         calls = [0]
 
-        def hvp(p: torch.Tensor, hmat: torch.Tensor = hmat) -> torch.Tensor:
+        def hvp(p: torch.Tensor, hmat: torch.Tensor = hmat, calls: list = calls) -> torch.Tensor:
             calls[0] += 1
             return p @ hmat
 

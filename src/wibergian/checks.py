@@ -74,6 +74,12 @@ def start_energy(energy: EnergyFn, y0: Tensor, params: Sequence[Tensor]) -> Tens
     checked to depend on ``y``."""
     ps = [p.detach() for p in params]
     autograd = closed_gradient(energy) is None
+    if autograd and torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "argmin needs autograd for the energy's derivatives with respect to y, which "
+            "torch.inference_mode() forbids: call it under torch.no_grad() instead (the result "
+            "then carries no graph), or declare the energy's gradient and hessian in closed form"
+        )
     with torch.set_grad_enabled(autograd):
         y = y0.detach().requires_grad_(autograd)
         e = energy_value(energy, y, ps)

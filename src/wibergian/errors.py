@@ -21,7 +21,10 @@ Warnings (all subclasses of :class:`WibergianWarning`, itself a ``RuntimeWarning
 
 :func:`warn` attributes a warning to the first stack frame outside ``wibergian`` and ``torch``,
 so the warning names the user's line: the ``argmin(...)`` call, or for a warning raised in the
-backward pass, the ``loss.backward()`` (or ``torch.autograd.grad``) call that ran it.
+backward pass, the ``loss.backward()`` (or ``torch.autograd.grad``) call that ran it. (On CPU the
+autograd engine runs the backward on the calling thread, so that line is on the stack; where it
+runs on a device worker thread, no user frame exists and the warning names the adjoint instead.)
+Python's default filter then shows each warning once per user line.
 """
 
 from __future__ import annotations

@@ -361,3 +361,18 @@ def test_warn_false_silences_forward_and_backward():
         y.sum().backward()
     assert info.forward_fallbacks == 2 and info.backward["backward_fallbacks"] == 2
     assert not info.converged.any()
+
+
+def test_a_nan_from_upstream_passes_through_without_a_misleading_error():
+    w = torch.tensor([0.5, 1.0], dtype=torch.float64, requires_grad=True)
+    y = wibergian.argmin(lambda y, w: ((y - w) ** 2).sum(-1), torch.zeros(2, 2,
+                         dtype=torch.float64), (w,))
+    (y * torch.tensor([[1.0, 1.0], [float("nan"), 1.0]], dtype=torch.float64)).sum().backward()
+    assert torch.isnan(w.grad).all()  # the NaN is the loss's, not argmin's: torch's convention
+
+
+def test_inference_mode_is_refused_with_the_fix():
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="torch.no_grad"):
+        wibergian.argmin(_sq, torch.zeros(2, 1), ())
+    with torch.no_grad():  # works, and carries no graph
+        assert not wibergian.argmin(_sq, torch.ones(2, 1), ()).requires_grad
