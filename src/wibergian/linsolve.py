@@ -178,7 +178,7 @@ def _cg_run(
     active: Tensor,
     tol: float,
     max_iter: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, list[Tensor], list[Tensor]]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, list[Tensor], list[Tensor]]:
     """CG on ``(H + shift_b I) v = g`` for the ``active`` problems, watching the inertia of the
     Lanczos tridiagonal.
 
@@ -203,7 +203,6 @@ def _cg_run(
     pivot = torch.ones_like(gnorm)  # d_{j-1} of the LDLᵀ recurrence
     off2 = torch.zeros_like(gnorm)  # η_{j-1}², the previous off-diagonal squared
     prev = torch.zeros_like(gnorm)  # β_{j-1}/α_{j-1}
-    rayleigh = torch.full_like(gnorm, float("inf"))
     alphas: list[Tensor] = []
     betas: list[Tensor] = []
     tiny = torch.finfo(g.dtype).tiny
@@ -212,33 +211,29 @@ def _cg_run(
             break
         ap = hvp(p) + shift.unsqueeze(-1) * p
         pap = (p * ap).sum(-1)
-        quotient = pap / (p * p).sum(-1).clamp_min(tiny) - shift
-        rayleigh = torch.where(active, torch.minimum(rayleigh, quotient), rayleigh)
-        bad_hv = active & ~torch.isfinite(pap)
-        nonfinite |= bad_hv
-        broke = active & ~bad_hv & (pap <= 0)  # A itself is not positive definite
-        broken |= broke
-        active = active & ~bad_hv & ~broke
-        alpha = torch.where(active, rs / torch.where(active, pap, torch.ones_like(pap)), 0.0)
+        nonfinite |= active & ~torch.isfinite(pap)
+        broken |= active & (pap <= 0)  # H + shift·I itself is not positive definite
+        active = active & ~nonfinite & ~broken
+        alpha = torch.where(active, rs / torch.where(active, pap, 1.0), 0.0)
         x = x + alpha.unsqueeze(-1) * p
         r = r - alpha.unsqueeze(-1) * ap
         rs_new = (r * r).sum(-1)
-        beta = torch.where(active, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), 0.0)
+        beta = torch.where(active, rs_new / torch.where(rs > 0, rs, 1.0), 0.0)
         # Lanczos: T_jj = 1/α_j + β_{j-1}/α_{j-1}; pivot d_j = T_jj - target - η_{j-1}²/d_{j-1}
-        inv_a = 1.0 / torch.where(active, alpha, torch.ones_like(alpha))
-        d = inv_a + prev - target - off2 / torch.where(pivot.abs() > tiny, pivot, tiny)
+        # (rows that stopped keep computing garbage pivots that nothing reads)
+        inv_a = 1.0 / torch.where(active, alpha, 1.0)
+        d = inv_a + prev - target - off2 / pivot
         flagged |= active & (d < 0)
-        pivot = torch.where(active, d, pivot)
-        off2 = torch.where(active, beta * inv_a * inv_a, off2)
-        prev = torch.where(active, beta * inv_a, prev)
+        pivot = torch.where(d == 0, tiny, d)
+        prev = beta * inv_a
+        off2 = prev * inv_a
         alphas.append(alpha)
         betas.append(beta)
         iters = iters + active.long()
-        done = rs_new.sqrt() <= tol * gnorm
         p = torch.where(active.unsqueeze(-1), r + beta.unsqueeze(-1) * p, p)
         rs = torch.where(active, rs_new, rs)
-        active = active & ~done
-    return x, iters, flagged | broken, broken, nonfinite, rayleigh, alphas, betas
+        active = active & (rs_new.sqrt() > tol * gnorm)
+    return x, iters, flagged | broken, broken, nonfinite, alphas, betas
 
 
 def _ritz_range(alphas: list[Tensor], betas: list[Tensor], rows: Tensor) -> tuple[Tensor, Tensor]:
@@ -276,9 +271,10 @@ def cg_solve(
     Negative curvature of ``H`` is detected from the Lanczos tridiagonal that CG builds: an
     inertia count flags a Ritz value of ``H`` below 0, and the flagged problems' tridiagonals
     confirm one below ``-τ``, ``τ = 8·eps·max(1, ||T||)`` (or ``pᵀ(H + λI)p ≤ 0``). Such a
-    problem is solved again with ``H + σI``, ``σ = λ - 1.1·θ`` (``θ``: the smallest Ritz value or
-    Rayleigh quotient of ``H`` seen), up to ``max_shifts`` times while its shifted run still
-    shows a Ritz value of ``H + σI`` below ``λ - τ`` (``σ`` then grows). A problem still flagged
+    problem is solved again with ``H + σI``, ``σ = λ - 1.1·θ`` (``θ``: the smallest Ritz value
+    of ``H`` seen; at most ``-λ`` after a breakdown), up to ``max_shifts`` times while its
+    shifted run still shows a Ritz value of ``H + σI`` below ``λ - τ`` (``σ`` then grows). A
+    problem still flagged
     after that keeps the last shifted answer (the caller's :func:`cap_to_bound` then enforces
     the bound).
 
@@ -301,7 +297,7 @@ def cg_solve(
     floor = damping if damping > 0 else eps ** 0.5  # the smallest eigenvalue a shift aims at
     shift = torch.full((b,), float(damping), dtype=g.dtype, device=g.device)
     target = torch.full_like(shift, float(damping))  # Ritz values of H + σI must stay above
-    x, iters, flagged, broke, nonfinite, rayleigh, alphas, betas = _cg_run(
+    x, iters, flagged, broke, nonfinite, alphas, betas = _cg_run(
         hvp, g, shift, target, torch.ones(b, dtype=torch.bool, device=g.device), tol, max_iter)
     theta = torch.zeros_like(shift)  # estimate of λ_min(H) (≤ 0) for confirmed problems
 
@@ -316,7 +312,8 @@ def cg_solve(
         lo = torch.nan_to_num(lo, nan=float("-inf"))
         tau = 8 * eps * torch.maximum(hi.abs(), torch.ones_like(hi))
         real = (lo < target[rows] - tau) | broke[rows]
-        est = torch.minimum(lo - shift[rows], rayleigh[rows])
+        est = lo - shift[rows]  # smallest Ritz value of H; a breakdown proves ≤ -shift
+        est = torch.where(broke[rows], torch.minimum(est, -shift[rows]), est)
         est = torch.nan_to_num(est, nan=-1.0, neginf=-1.0)
         theta[rows] = torch.where(real, torch.minimum(theta[rows], est.clamp_max(0.0)),
                                   theta[rows])
@@ -332,10 +329,9 @@ def cg_solve(
         old = shift[todo]
         new = floor - 1.1 * theta[todo]
         shift[todo] = torch.where(new > old, new, damping + 2 * (old - damping) + floor)
-        x_s, it_s, flagged, broke, nf_s, rayleigh_s, alphas, betas = _cg_run(
+        x_s, it_s, flagged, broke, nf_s, alphas, betas = _cg_run(
             hvp, g, shift, target, todo, tol, max_iter)
         x = torch.where(todo.unsqueeze(-1), x_s, x)
-        rayleigh = torch.where(todo, torch.minimum(rayleigh, rayleigh_s), rayleigh)
         iters = iters + it_s
         nonfinite |= nf_s & todo
         todo = todo & confirm(flagged & todo, broke & todo)
