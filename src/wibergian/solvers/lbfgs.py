@@ -5,8 +5,10 @@ iterations in a ring buffer shared by the batch (a slot written in place per ite
 ``(B, m, n)`` copy is made: at ``n = 512²`` the shifting buffer cost half the solver's time), and
 the direction ``d = -H_k g`` comes from the two-loop recursion, run for all problems at once.
 Pairs with ``s·z ≤ 0`` are skipped (their slot is marked invalid). A failed line search resets that
-problem's memory (steepest descent next). L-BFGS ends near, not at, a minimum: ``argmin``'s final
-damped Newton step makes the point the fixed point that the implicit gradient assumes.
+problem's memory (steepest descent next). An accepted point whose gradient is NaN/Inf is
+replaced by a shorter step, and a start there is moved slightly (``nonfinite.py``). L-BFGS ends
+near, not at, a minimum: ``argmin``'s final damped Newton step makes the point the fixed point
+that the implicit gradient assumes.
 
 An energy that declares ``value_and_gradient(y, *params) -> ((B,), (B, n))`` gets it called at
 the first trial point of every line search (usually accepted): one pass instead of a value pass

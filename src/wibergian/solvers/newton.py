@@ -8,7 +8,8 @@ indefinite ``H_b + μ_b I`` (Cholesky fails) is treated as a rejected step. A pr
 ``||g_b||_∞ ≤ tol`` (default ``1e-8`` in float64, ``1e-5`` in float32), when its step is below
 ``step_tol``, or when the predicted decrease falls under the floating-point resolution of the
 energy (``10·eps·(1 + |E|)``: no further progress is representable). Stopped problems are
-masked out.
+masked out. A trial point where the gradient or Hessian is NaN/Inf counts as a rejected step, and
+a start there is moved slightly (``nonfinite.py``).
 
 Each iteration evaluates the energy, gradient and Hessian once, at the trial point
 (``derivatives.value_gradient_hessian``), and carries them over where the step is accepted: a
