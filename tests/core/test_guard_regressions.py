@@ -376,3 +376,11 @@ def test_inference_mode_is_refused_with_the_fix():
         wibergian.argmin(_sq, torch.zeros(2, 1), ())
     with torch.no_grad():  # works, and carries no graph
         assert not wibergian.argmin(_sq, torch.ones(2, 1), ()).requires_grad
+
+
+def test_argmin_jacobian_names_a_nonfinite_derivative():
+    x = torch.zeros(2, 1, 2, dtype=torch.float64)
+    w = torch.ones(2, 1, dtype=torch.float64)
+    y = torch.tensor([[0.5, 0.5], [0.0, 0.0]], dtype=torch.float64)  # y = x for problem 1
+    with pytest.raises(wibergian.NonFiniteDerivativeError, match=r"argmin_jacobian.*\[1\]"):
+        wibergian.argmin_jacobian(geometric_median, y, (x, w))
