@@ -253,8 +253,11 @@ def _ritz_range(alphas: list[Tensor], betas: list[Tensor], rows: Tensor) -> tupl
         big = big + 2 * off.abs().amax(-1, keepdim=True)
     diag = torch.where(taken, diag, big + 1)  # padding sits above the spectrum
     t = torch.diag_embed(diag) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
-    ev = torch.linalg.eigvalsh(t.double()).to(a.dtype)
-    return ev[:, 0], big[:, 0]
+    try:
+        lo = torch.linalg.eigvalsh(t.double())[:, 0].to(a.dtype)
+    except torch.linalg.LinAlgError:  # treated as negative curvature of unknown size
+        lo = torch.full_like(big[:, 0], float("nan"))
+    return lo, big[:, 0]
 
 
 def cg_solve(
