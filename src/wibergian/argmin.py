@@ -172,9 +172,16 @@ def _forward_warnings(info: ArgminInfo, b: int) -> None:
               f"{info.perturbed_starts} of {b} problems (a non-differentiable point such as "
               "sqrt(||y - x||²) at y = x); the solver started from a slightly moved point "
               "(counted in info.perturbed_starts)", NonSmoothWarning)
-    if info.num_not_converged:
-        _warn(f"argmin: {info.num_not_converged} of {b} problems did not converge "
-              f"(max ||∇E|| = {float(info.grad_norm.max()):.3g}); gradients there are approximate",
+    lost = int((~torch.isfinite(info.grad_norm)).sum())
+    if lost:
+        _warn(f"argmin: {lost} of {b} problems end at a point where the energy is finite but its "
+              "gradient is NaN/Inf (a non-differentiable point such as sqrt(||y - x||²) at "
+              "y = x); a backward pass through them raises NonFiniteDerivativeError",
+              NonSmoothWarning)
+    if info.num_not_converged > lost:
+        worst = float(info.grad_norm.nan_to_num(0.0, 0.0, 0.0).max())
+        _warn(f"argmin: {info.num_not_converged - lost} of {b} problems did not converge "
+              f"(max ||∇E|| = {worst:.3g}); gradients there are approximate",
               NonConvergenceWarning)
     if info.forward_fallbacks:
         _warn(f"argmin: the final Newton step met a Hessian that is not positive semi-definite "

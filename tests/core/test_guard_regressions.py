@@ -384,3 +384,20 @@ def test_argmin_jacobian_names_a_nonfinite_derivative():
     y = torch.tensor([[0.5, 0.5], [0.0, 0.0]], dtype=torch.float64)  # y = x for problem 1
     with pytest.raises(wibergian.NonFiniteDerivativeError, match=r"argmin_jacobian.*\[1\]"):
         wibergian.argmin_jacobian(geometric_median, y, (x, w))
+
+
+def test_a_solver_that_stops_on_a_kink_is_reported_and_the_backward_raises():
+    class Stay:  # a custom solver that returns its start: a data point of a geometric median
+        def minimize(self, energy, y0, params):
+            b = y0.shape[0]
+            return wibergian.SolveResult(y=y0.clone(), converged=torch.ones(b, dtype=torch.bool),
+                                         iterations=torch.zeros(b, dtype=torch.long))
+
+    x = _points().requires_grad_(True)
+    w = torch.ones(1, 4, dtype=torch.float64)
+    with pytest.warns(wibergian.NonSmoothWarning, match="1 of 1 problems end at a point"):
+        y, info = wibergian.argmin(geometric_median, x[:, 2].detach().clone(), (x, w),
+                                   solver=Stay(), return_info=True)
+    assert not info.converged.any() and info.final_step_accepted.tolist() == [False]
+    with pytest.raises(wibergian.NonFiniteDerivativeError, match=r"gradient.*\[0\].*sqrt"):
+        y.sum().backward()
