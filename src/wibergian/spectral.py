@@ -42,26 +42,25 @@ def cap_to_bound(v: Tensor, g: Tensor, damping: float) -> tuple[Tensor, Tensor]:
 
 
 def _eigh(h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``eigh`` that does not raise: ``(evals, evecs, ok)``; where LAPACK fails to converge
-    (for the batch call, then per problem, in float64 too) ``ok`` is False."""
+    """``eigh`` that does not raise: ``(evals, evecs, ok)``. When LAPACK fails to converge for a
+    batch, the batch is halved until the failing problems are alone (O(log B) extra calls for
+    one bad problem); a lone failure is retried in float64, and ``ok`` is False if that fails."""
     b = h.shape[0]
     try:
         evals, evecs = torch.linalg.eigh(h)
         return evals, evecs, torch.ones(b, dtype=torch.bool, device=h.device)
     except torch.linalg.LinAlgError:
         pass
-    evals = torch.full(h.shape[:-1], float("nan"), dtype=h.dtype, device=h.device)
-    evecs = torch.full_like(h, float("nan"))
-    ok = torch.zeros(b, dtype=torch.bool, device=h.device)
-    for i in range(b):
-        for m in (h[i], h[i].double()):
-            try:
-                e, q = torch.linalg.eigh(m)
-            except torch.linalg.LinAlgError:
-                continue
-            evals[i], evecs[i], ok[i] = e.to(h.dtype), q.to(h.dtype), True
-            break
-    return evals, evecs, ok
+    if b > 1:
+        parts = [_eigh(h[: b // 2]), _eigh(h[b // 2:])]
+        return tuple(torch.cat(t) for t in zip(*parts, strict=True))  # type: ignore[return-value]
+    try:
+        evals, evecs = torch.linalg.eigh(h.double())
+        return evals.to(h.dtype), evecs.to(h.dtype), torch.ones(1, dtype=torch.bool,
+                                                                device=h.device)
+    except torch.linalg.LinAlgError:
+        nan = torch.full_like(h, float("nan"))
+        return nan[..., 0], nan, torch.zeros(1, dtype=torch.bool, device=h.device)
 
 
 def _gershgorin_solve(h: Tensor, g: Tensor, damping: float) -> Tensor:

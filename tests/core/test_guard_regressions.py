@@ -401,3 +401,51 @@ def test_a_solver_that_stops_on_a_kink_is_reported_and_the_backward_raises():
     assert not info.converged.any() and info.final_step_accepted.tolist() == [False]
     with pytest.raises(wibergian.NonFiniteDerivativeError, match=r"gradient.*\[0\].*sqrt"):
         y.sum().backward()
+
+
+def test_eigh_failure_of_one_problem_in_a_batch_is_isolated(monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(9, 3, 3, generator=g, dtype=torch.float64)
+    h = h + h.mT
+    h[6, 0, 0] = 1e300  # the one LAPACK "fails" on (simulated below)
+    rhs = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    real = torch.linalg.eigh
+    calls = []
+
+    def flaky(m):
+        calls.append(m.shape[0])
+        if bool((m.abs() > 1e299).any()):
+            raise torch.linalg.LinAlgError("linalg.eigh: failed to converge (simulated)")
+        return real(m)
+
+    monkeypatch.setattr(torch.linalg, "eigh", flaky)
+    v, stats = dense_solve(h, rhs, LAM)
+    assert torch.isfinite(v).all() and len(calls) <= 2 * math.ceil(math.log2(9)) + 3
+    ev, q = real(torch.cat([h[:6], h[7:]]))
+    want = q @ ((q.mT @ torch.cat([rhs[:6], rhs[7:]])[..., None])[..., 0]
+                / (ev.clamp_min(0) + LAM))[..., None]
+    assert torch.allclose(torch.cat([v[:6], v[7:]]), want[..., 0])
+    assert bool(stats.fallback_mask[6]) and math.isnan(float(stats.min_eigenvalue[6]))
+
+
+def test_lbfgs_replaces_an_accepted_point_without_a_gradient_by_a_shorter_step():
+    from wibergian.solvers.nonfinite import shorter_finite_step
+
+    def energy(y):  # smooth bowl plus a kink at y = 1 (autograd gradient NaN there)
+        return 0.5 * (y[:, 0] - 0.5) ** 2 + 0.1 * ((y[:, 0] - 1.0) ** 2).sqrt()
+
+    y = torch.tensor([[2.0], [3.0]], dtype=torch.float64)
+    e = energy(y)
+    g = torch.tensor([[1.6], [2.6]], dtype=torch.float64)  # ∇E at y
+    d = -torch.ones(2, 1, dtype=torch.float64)
+    step = torch.tensor([1.0, 1.0], dtype=torch.float64)  # problem 0 lands on the kink
+    slope = (g * d).sum(-1)
+    y_new = y + step[:, None] * d
+    g_new = torch.tensor([[float("nan")], [1.6]], dtype=torch.float64)
+    accepted = torch.tensor([True, True])
+    bad = torch.tensor([True, False])
+    y2, e2, g2, acc2 = shorter_finite_step(energy, [], y, e, g, d, step, slope, 1e-4,
+                                           (y_new, energy(y_new), g_new, accepted), bad)
+    assert acc2.tolist() == [True, True] and float(y2[0, 0]) == 1.5  # half the step
+    assert torch.isfinite(g2).all() and float(y2[1, 0]) == 2.0  # problem 1 untouched
+    assert float(e2[0]) < float(e[0])
