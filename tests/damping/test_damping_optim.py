@@ -162,3 +162,12 @@ def test_asgd_average_survives_checkpoint_and_resume(tmp_path):
     np.testing.assert_allclose(resumed, straight, rtol=0, atol=1e-14)
     np.testing.assert_allclose(straight, np.mean(hand_iterates([5.0, 3.0], 0.3, 6), axis=0),
                                atol=1e-12)
+
+
+def test_pose_optimizer_builds_averaged_sgd_for_asgd():
+    from wibergian.experiments.pose.train import make_optimizer
+    from wibergian.train.averaging import AveragedSGD
+
+    cfg = TrainConfig(steps=1, lr=0.1, optimizer="asgd")
+    opt = make_optimizer(Quadratic([1.0, 2.0]), cfg, factors={"w": 0.5})
+    assert isinstance(opt, AveragedSGD) and opt.param_groups[0]["lr"] == pytest.approx(0.05)
