@@ -14,8 +14,12 @@ grid come from nine cross products (:func:`grid_search`), batched over frames, m
 The 2D pose (normalised camera coordinates) is centred on its visible joints and divided by its
 RMS size; the model is divided by the training RMS pose size ``S0``, so the per-frame scale is
 about 1. Unknowns ``z = (t (2), s, b (B))``, ``r = ũ - t - Π R_c R_θ (s μ + Σ b e)``; the
-prior acts on ``b = s·a`` (``s ≈ 1``). Reconstruction ``R_θ (μ + Σ (b/s) e)``: monocular scale
-comes from the model.
+prior acts on ``b = s·a`` (``s ≈ 1``). Reconstruction ``R_θ (μ + Σ (b/s̃) e)``: monocular scale
+comes from the model. The scale used there is bounded by construction,
+``s̃ = clamp_smooth(s, SCALE_MIN, SCALE_MAX)`` (:func:`bounded_scale`), so a fit that drives
+``s`` to 0 or below (an implausible, upside-down or vanishing pose) cannot put a joint
+kilometres away; such a model also pays ``(s - s̃)²`` in the fusion energy and loses the
+softmin.
 
 **Multi-camera** (Tome et al. 2018): cameras of known rotation, centre and intrinsics. For a
 world point X and normalised image point n the residual ``D (X - C)`` with ``D = n r3ᵀ - R[:2]``
@@ -90,6 +94,8 @@ class LiftResult:
         energy: (F, K) energy per model at its solution (per unit row weight).
         theta: (F, K) refined rotation of each model.
         z: (F, K, n) the linear unknowns of each model.
+        scale: (F, K) the bounded scale s̃ used by the monocular reconstruction (None for
+            multi-camera, where s multiplies the mean and nothing is divided by it).
     """
 
     pose: Tensor
@@ -98,6 +104,22 @@ class LiftResult:
     energy: Tensor
     theta: Tensor
     z: Tensor
+    scale: Tensor | None = None
+
+
+#: plausible range of the monocular scale s (the 2D pose and the model are both normalised to
+#: unit RMS size, so s ≈ 1: 0.59-1.27 over every model and view of the default held-out data).
+SCALE_MIN, SCALE_MAX = 0.4, 2.5
+#: sharpness of the smooth clamp (s̃ differs from s by < 1e-3 inside [0.6, 2.3]).
+SCALE_SHARPNESS = 20.0
+
+
+def bounded_scale(s: Tensor, lo: float = SCALE_MIN, hi: float = SCALE_MAX,
+                  beta: float = SCALE_SHARPNESS) -> Tensor:
+    """Smooth clamp of ``s`` into [lo, hi]: ``lo + softplus(β(s - lo))/β``, then the mirror
+    image at ``hi``. Differentiable everywhere, monotone, always inside [lo, hi]."""
+    low = lo + torch.nn.functional.softplus(beta * (s - lo)) / beta
+    return hi - torch.nn.functional.softplus(beta * (hi - low)) / beta
 
 
 def model_columns(mean: Tensor, basis: Tensor) -> Tensor:
@@ -381,10 +403,14 @@ def lift_mono(
     cols = model_columns(mean, basis) / s0
     prob = build_problem(lin, trans, u[:, None], w, cols, prior_b)
     theta, z, energy = solve(prob, angles, loss, delta, damping, refine)
-    s = z[..., 2:3]
-    coef = z[..., 3:] / s
+    s = z[..., 2]
+    s_bounded = bounded_scale(s)
+    coef = z[..., 3:] / s_bounded[..., None]
     poses = rotate(theta, mean + torch.einsum("fkb,kbjd->fkjd", coef, basis))
-    return _fuse(poses, energy, vis.sum(-1), theta, z, temperature, bias)
+    penalty = (s - s_bounded).pow(2)  # per-row energy units: an out-of-range model loses
+    res = _fuse(poses, energy, vis.sum(-1), theta, z, temperature, bias, penalty)
+    res.scale = s_bounded
+    return res
 
 
 def lift_multi(
@@ -419,8 +445,10 @@ def lift_multi(
 
 
 def _fuse(poses: Tensor, energy: Tensor, rows: Tensor, theta: Tensor, z: Tensor,
-          temperature: Tensor, bias: Tensor) -> LiftResult:
+          temperature: Tensor, bias: Tensor, penalty: Tensor | None = None) -> LiftResult:
     e = energy / rows.clamp_min(1.0)[:, None]
+    if penalty is not None:
+        e = e + penalty
     wts = softmin_fuse(e, temperature, bias)
     poses = root_centre(poses)
     pose = (wts[..., None, None] * poses).sum(1)
