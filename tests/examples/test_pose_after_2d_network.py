@@ -23,3 +23,20 @@ def test_damped_input_gradient_converges_to_exact_one(example):
     assert rels[0] > 1e-3  # λ = 0.1 is a different (damped) gradient
     assert rels[0] > rels[1] > rels[2]  # and approaches the exact one as λ -> 0
     assert rels[2] < 0.01
+
+
+def test_help_and_quick_flag(example, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        example("pose_after_2d_network").main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--quick" in out and "--mode" in out
+
+
+def test_error_floors_order(example):
+    """Exact 2D input gives a lower error than noisy detections (generated data)."""
+    res = example("pose_error_floors").floors("multi", 2, 4, 8, frames=8)
+    for row in res.values():
+        assert row["exact 2D"] < row["detections"]
