@@ -6,7 +6,7 @@ arrays of the right shape; these checks catch them from the anatomy and say what
 
 - **Units**: the median over bones of the median bone length, compared with the reference
   skeleton's (the model's training skeleton, by default the built-in CMU mapping,
-  :data:`REFERENCE_BONES_MM`, median 200 mm). A ratio outside [0.4, 2.5] is an error naming the
+  :data:`REFERENCE_BONES_MM`, median 197 mm). A ratio outside [0.4, 2.5] is an error naming the
   unit that would explain it ("median bone length 20.0 mm; ... pass --units cm?").
 - **Up axis**: the median direction of the trunk (Hip -> Thorax) must point along +z (an
   angle under 60°); otherwise the axis it does point along is named (``--up y``).
