@@ -11,7 +11,6 @@ from wibergian.experiments.pose.train import arrays, build_model
 
 
 def test_damped_input_gradient_converges_to_exact_one(example):
-    torch.set_default_dtype(torch.float32)
     mod = example("pose_after_2d_network")
     data = datasets.load_default()
     model = build_model(data, ModelConfig(mode="multi", loss="huber", grid=8), 2, 4)
