@@ -19,7 +19,8 @@ from .adjoint import AdjointSpec, ArgminFunction
 from .derivatives import energy_value, gradient, gradient_and_hessian, hvp_operator
 from .energy import EnergyFn
 from .linsolve import REGULARISERS, HessianFactor, cg_solve, choose_backend, dense_solve
-from .solvers import LBFGS, BlackBox, NewtonTrustRegion, QuadraticSolve, best_candidate
+from .solvers import LBFGS, BlackBox, NewtonCG, NewtonTrustRegion, QuadraticSolve, best_candidate
+from .solvers.auto import choose_solver
 from .solvers.base import Solver
 
 
@@ -46,6 +47,11 @@ class ArgminInfo:
         final_step_accepted: ``(B,)`` whether the final damped Newton step was kept (it is
             rejected where it would raise the energy).
         forward_fallbacks: problems whose final-step solve needed the eigenvalue fallback.
+        saddle: ``(B,)`` bool, the problem ended at a stationary point where the solver's
+            second-order check found negative curvature (such problems are also not
+            converged); ``None`` when the solver does not check (only ``"newton"`` and
+            ``"newton_cg"`` do). ``num_saddle`` counts them.
+        solver: the inner solver's name (what ``solver="auto"`` chose).
         backward: filled by the backward pass: ``backward_fallbacks`` (count),
             ``min_eigenvalue`` (``(B,)`` where an eigendecomposition ran), ``backward_residual``
             (``(B,)`` relative residual of the linear solve), ``cg_iterations``,
@@ -61,14 +67,22 @@ class ArgminInfo:
     forward_fallbacks: int = 0
     backend: str = "dense"
     backward: dict[str, Any] = field(default_factory=dict)
+    saddle: Tensor | None = None
+    solver: str = ""
 
     @property
     def num_not_converged(self) -> int:
         return int((~self.converged).sum())
 
+    @property
+    def num_saddle(self) -> int:
+        return 0 if self.saddle is None else int(self.saddle.sum())
 
-def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None) -> Solver:
+
+def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None,
+                 n: int = 0) -> Solver:
     if isinstance(solver, str):
+        solver = choose_solver(n, solver)
         kw: dict[str, Any] = {}
         if max_iter is not None:
             kw["max_iter"] = max_iter
@@ -76,6 +90,8 @@ def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None) 
             kw["tol"] = tol
         if solver == "newton":
             return NewtonTrustRegion(**kw)
+        if solver == "newton_cg":
+            return NewtonCG(**kw)
         if solver == "lbfgs":
             return LBFGS(**kw)
         if solver == "scipy":
@@ -83,7 +99,8 @@ def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None) 
         if solver == "quadratic":
             return QuadraticSolve(**({"tol": tol} if tol is not None else {}))
         raise ValueError(
-            "solver must be 'newton', 'lbfgs', 'scipy', 'quadratic' or a Solver object; "
+            "solver must be 'auto', 'newton', 'newton_cg', 'lbfgs', 'scipy', 'quadratic' or a "
+            "Solver object; "
             f"got {solver!r}"
         )
     if not hasattr(solver, "minimize"):
@@ -163,7 +180,7 @@ def argmin(
     *,
     damping: float = 0.1,
     regulariser: str = "ridge",
-    solver: str | Solver = "newton",
+    solver: str | Solver = "auto",
     linear_solver: str = "auto",
     final_step: bool = True,
     adjoint: str = "implicit",
@@ -186,7 +203,9 @@ def argmin(
         damping: ``λ ≥ 0`` of ``(H + λI)^-1``. ``0`` = plain implicit differentiation.
         regulariser: ``"ridge"`` (``H + λI``, the paper) or ``"floor"`` (eigenvalues floored at
             ``λ``: same bound ``1/λ``, exact where curvature exceeds ``λ``; dense back end).
-        solver: ``"newton"`` (trust region, default), ``"lbfgs"``, ``"scipy"`` (black box),
+        solver: ``"auto"`` (default: ``"newton"`` for ``n ≤ 40``, ``"newton_cg"`` above),
+            ``"newton"`` (dense trust-region Newton), ``"newton_cg"`` (matrix-free
+            trust-region Newton-CG, ``O(B·n)`` memory), ``"lbfgs"``, ``"scipy"`` (black box),
             ``"quadratic"`` (exact for energies quadratic in ``y``; its Cholesky factor is reused
             by the backward), or an object with ``minimize(energy, y0, params) ->
             SolveResult``.
@@ -222,7 +241,7 @@ def argmin(
     backend = choose_backend(n, linear_solver)
     if regulariser == "floor" and backend != "dense":
         raise ValueError("regulariser='floor' needs eigenvalues: use linear_solver='dense'")
-    inner = _solver_from(solver, max_iter, tol)
+    inner = _solver_from(solver, max_iter, tol, n)
 
     if b == 0:
         zero = sum((p.sum() * 0 for p in params if p.is_floating_point() and p.requires_grad),
@@ -274,10 +293,13 @@ def argmin(
         final_step_accepted=accepted,
         forward_fallbacks=fwd_fb,
         backend=backend,
+        saddle=getattr(result, "saddle", None),
+        solver=choose_solver(n, solver) if isinstance(solver, str) else type(solver).__name__,
     )
     if warn and info.num_not_converged:
+        at_saddle = f", {info.num_saddle} at a saddle" if info.num_saddle else ""
         warnings.warn(
-            f"argmin: {info.num_not_converged} of {b} problems did not converge "
+            f"argmin: {info.num_not_converged} of {b} problems did not converge{at_saddle} "
             f"(max ||∇E|| = {float(info.grad_norm.max()):.3g}); gradients there are approximate",
             NonConvergenceWarning,
             stacklevel=2,

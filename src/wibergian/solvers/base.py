@@ -24,6 +24,8 @@ class SolveResult:
             reuse (see :class:`~wibergian.linsolve.HessianFactor`).
         energy, grad: optionally, ``E`` ``(B,)`` and ``∇E`` ``(B, n)`` at ``y``, which spare
             ``argmin`` re-evaluating them for its diagnostics.
+        saddle: optionally, ``(B,)`` bool: the problem ended at a stationary point where the
+            solver's second-order check found negative curvature (``None``: not checked).
     """
 
     y: Tensor
@@ -32,6 +34,7 @@ class SolveResult:
     factor: HessianFactor | None = None
     energy: Tensor | None = None
     grad: Tensor | None = None
+    saddle: Tensor | None = None
 
 
 class Solver(Protocol):
