@@ -7,8 +7,9 @@ trust-region radius, and carries on. ``τ = sqrt(eps)·max(1, max|h|)`` (the sam
 backward's semi-definiteness test in ``linsolve.py``).
 
 - dense (``H`` at hand, ``(B, n, n)``): a Cholesky factorisation of ``H + τI`` (the inertia
-  test) for every checked problem, and ``eigh`` only for those where it fails, which gives the
-  smallest eigenvalue and its eigenvector.
+  test) for every checked problem, and ``eigh`` only for those where it fails; the escape
+  direction is ``Σ_{λ_i < -τ} |λ_i| q_i`` (normalised): the whole negative eigenspace at once,
+  each eigenvector weighted by its curvature.
 - matrix-free (Hessian-vector products): ``k``-step Lanczos from a seeded random start with full
   reorthogonalisation; the smallest Ritz value ``θ ≥ λ_min`` and its Ritz vector. ``θ`` is an
   upper bound on ``λ_min``, so this is a probe: negative curvature that the Krylov space of ``k``
@@ -47,11 +48,17 @@ def negative_curvature_dense(h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, T
     if bad.numel() == 0:
         return neg, direction, curvature
     evals, evecs = torch.linalg.eigh(h[bad])
-    lam = evals[:, 0]
-    really = lam < -tau[~ok]
+    below = evals < -tau[~ok, None]  # (k, n): the negative eigenspace
+    really = below[:, 0]
+    # every negative direction at once, weighted by its curvature (one escape, not one per
+    # eigenvector); its Rayleigh quotient is negative
+    weights = torch.where(below, -evals, 0.0)
+    u = (evecs @ weights.unsqueeze(-1)).squeeze(-1)
+    u = u / u.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(h.dtype).tiny)
     neg[bad] = really
-    direction[bad] = torch.where(really[:, None], evecs[:, :, 0], 0.0)
-    curvature[bad] = torch.where(really, lam, 0.0)
+    direction[bad] = torch.where(really[:, None], u, 0.0)
+    curvature[bad] = torch.where(really, (weights**2 * evals).sum(-1) / (weights**2).sum(
+        -1).clamp_min(torch.finfo(h.dtype).tiny), 0.0)
     return neg, direction, curvature
 
 
