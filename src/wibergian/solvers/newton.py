@@ -12,9 +12,10 @@ masked out.
 
 A minimum, not a saddle: before a problem is declared converged, its Hessian is tested for
 positive semi-definiteness (``curvature.negative_curvature_dense``: a Cholesky inertia test,
-``eigh`` only where it fails). Where ``H_b`` has an eigenvalue below ``-τ`` the next step is its
-eigenvector times ``±Δ_b`` (downhill; ``Δ_b`` starts at ``1 + ||y_b||_∞``, quarters when the step
-is rejected and doubles when it does well) and the problem carries on. Problems still at such a
+``eigh`` only where it fails). Where ``H_b`` has eigenvalues below ``-τ`` the next step is
+``±Δ_b`` times the unit vector ``Σ_{λ_i < -τ} |λ_i| q_i`` (its whole negative eigenspace,
+downhill; ``Δ_b`` starts at ``1 + ||y_b||_∞``, quarters when the step is rejected and doubles
+when it does well) and the problem carries on. Problems still at such a
 point when the iterations run out are returned with ``saddle`` set and ``converged`` false.
 
 Each iteration evaluates the energy, gradient and Hessian once, at the trial point
