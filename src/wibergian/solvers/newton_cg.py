@@ -4,7 +4,8 @@ Each outer iteration minimises the quadratic model ``m_b(d) = g_bᵀd + ½ dᵀH
 ball ``||d|| ≤ Δ_b`` by truncated conjugate gradients on Hessian-vector products
 (:func:`steihaug_cg`), for all problems at once with a mask per problem. CG stops at the first of
 
-- a residual ``||H d + g|| ≤ min(0.5, sqrt(||g||))·||g||`` (superlinear forcing),
+- a residual ``||H d + g|| ≤ min(0.5, sqrt(||g|| / ||g₀||))·||g||`` (superlinear forcing,
+  invariant to the energy's scale; ``g₀`` the gradient at the start),
 - an iterate leaving the ball (the step is cut at the boundary),
 - a direction ``p`` of non-positive curvature ``pᵀHp ≤ 0``: the step follows ``p`` to the
   boundary (the negative-curvature exit),
@@ -58,6 +59,7 @@ def steihaug_cg(
     radius: Tensor,
     active: Tensor,
     max_iter: int,
+    g0norm: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """Steihaug-Toint truncated CG for ``min g·d + ½ dᵀHd, ||d|| ≤ Δ``, per problem.
 
@@ -65,6 +67,8 @@ def steihaug_cg(
         hvp: ``v ↦ H v`` for ``v`` ``(B, n)``.
         g: gradients ``(B, n)``; radius: ``Δ`` ``(B,)``; active: problems to solve ``(B,)``.
         max_iter: CG iterations per problem.
+        g0norm: ``||g||`` at the solver's start ``(B,)``, the scale of the forcing term
+            (``None``: the current ``||g||``, i.e. a forcing of 0.5).
 
     Returns:
         ``(d, Hd, boundary, negative, products)``: steps ``(B, n)`` (zero where inactive), their
@@ -77,7 +81,8 @@ def steihaug_cg(
     p = -r
     rr = torch.linalg.vecdot(r, r)
     gnorm = rr.sqrt()
-    stop_at = torch.clamp(gnorm.sqrt(), max=0.5) * gnorm
+    scale = gnorm if g0norm is None else g0norm
+    stop_at = torch.clamp((gnorm / scale).sqrt(), max=0.5) * gnorm
     run = active & (gnorm > 0)
     boundary = torch.zeros_like(run)
     negative = torch.zeros_like(run)
@@ -149,6 +154,7 @@ class NewtonCG:
         resolution = 10 * torch.finfo(dt).eps
         e = energy_value(energy, y, params)
         g, hvp = hvp_operator(energy, y, params)
+        g0norm = g.norm(dim=-1).clamp_min(torch.finfo(dt).tiny)
         hvps = cg_total = escapes = 0
         if self.radius0 is not None:
             radius = torch.full((b,), float(self.radius0), dtype=dt, device=dev)
@@ -177,7 +183,7 @@ class NewtonCG:
             active = ~converged
             if it == self.max_iter or not bool(active.any()):
                 break
-            d, hd, edge, _, k = steihaug_cg(hvp, g, radius, active & ~escape, cg_iter)
+            d, hd, edge, _, k = steihaug_cg(hvp, g, radius, active & ~escape, cg_iter, g0norm)
             hvps += k
             cg_total += k
             if bool(escape.any()):  # step along the negative-curvature direction, downhill
