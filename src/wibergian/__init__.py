@@ -9,7 +9,7 @@ from .argmin import ArgminInfo, FallbackWarning, NonConvergenceWarning, argmin
 from .jacobian import argmin_jacobian
 from .layer import ArgminLayer
 from .lstsq import lstsq
-from .solvers import LBFGS, BlackBox, NewtonTrustRegion, SolveResult, scipy_minimizer
+from .solvers import LBFGS, BlackBox, NewtonCG, NewtonTrustRegion, SolveResult, scipy_minimizer
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,7 @@ __all__ = [
     "ArgminLayer",
     "BlackBox",
     "FallbackWarning",
+    "NewtonCG",
     "NewtonTrustRegion",
     "NonConvergenceWarning",
     "SolveResult",
