@@ -41,7 +41,7 @@ from .curvature import negative_curvature_dense
 
 @dataclass
 class NewtonTrustRegion:
-    """Trust-region Newton for small dense problems (the default solver).
+    """Trust-region Newton for small dense problems (``solver="auto"`` picks it for ``n ≤ 40``).
 
     Attributes:
         max_iter: iteration cap per problem.
