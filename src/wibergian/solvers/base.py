@@ -26,6 +26,8 @@ class SolveResult:
             ``argmin`` re-evaluating them for its diagnostics.
         saddle: optionally, ``(B,)`` bool: the problem ended at a stationary point where the
             solver's second-order check found negative curvature (``None``: not checked).
+        perturbed: optionally, ``(B,)`` bool: problems whose start was moved because the
+            derivatives were not finite there (see ``solvers/nonfinite.py``).
     """
 
     y: Tensor
@@ -35,6 +37,7 @@ class SolveResult:
     energy: Tensor | None = None
     grad: Tensor | None = None
     saddle: Tensor | None = None
+    perturbed: Tensor | None = None
 
 
 class Solver(Protocol):

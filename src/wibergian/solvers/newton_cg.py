@@ -21,6 +21,9 @@ eigenvalue of ``H_b`` below ``-τ``. Where it does (a saddle), the next step is 
 times ``±Δ_b`` (sign: downhill) and the problem carries on. Problems still at such a point when
 the iterations run out are returned with ``saddle`` set and ``converged`` false.
 
+A trial point where the gradient is NaN/Inf counts as a rejected step (the radius shrinks), and
+a start there is moved slightly (``nonfinite.py``).
+
 Hessian-vector products come from the energy's declared ``hvp_operator`` when it has one, else
 from autograd, reverse over reverse with the gradient's graph kept for the whole iteration
 (``derivatives.hvp_operator``). Memory is ``O(B·n)`` (a few ``(B, n)`` vectors, the gradient's
@@ -36,10 +39,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..derivatives import energy_value, hvp_operator
+from ..derivatives import energy_value, hvp_operator, value_and_gradient
 from ..energy import EnergyFn
 from .base import SolveResult
 from .curvature import negative_curvature_lanczos
+from .nonfinite import finite_start, rows_finite
 
 _ACCEPT = 1e-4
 
@@ -152,7 +156,8 @@ class NewtonCG:
         tol = self.tol if self.tol is not None else (1e-8 if dt == torch.float64 else 1e-5)
         cg_iter = self.cg_max_iter if self.cg_max_iter is not None else min(n, 500)
         resolution = 10 * torch.finfo(dt).eps
-        e = energy_value(energy, y, params)
+        y, (e, _), perturbed = finite_start(
+            lambda z: value_and_gradient(energy, z, params), y, "NewtonCG")
         g, hvp = hvp_operator(energy, y, params)
         g0norm = g.norm(dim=-1).clamp_min(torch.finfo(dt).tiny)
         hvps = cg_total = escapes = 0
@@ -206,9 +211,16 @@ class NewtonCG:
             pending = active & ~escape & (pred <= resolution * (1 + e.abs()))
             iters = iters + active.long()
             if bool(ok.any()):
-                y = torch.where(ok[:, None], y_new, y)
+                y_acc = torch.where(ok[:, None], y_new, y)
+                g_acc, hvp_acc = hvp_operator(energy, y_acc, params)
+                bad = ok & ~rows_finite(g_acc)  # never step onto a point without a gradient
+                if bool(bad.any()):
+                    ok = ok & ~bad
+                    radius = torch.where(bad, 0.25 * dn, radius)
+                    y_acc = torch.where(ok[:, None], y_new, y)
+                    g_acc, hvp_acc = hvp_operator(energy, y_acc, params)
+                y, g, hvp = y_acc, g_acc, hvp_acc
                 e = torch.where(ok, e_new, e)
-                g, hvp = hvp_operator(energy, y, params)
         self.record.update(hvps=hvps, cg_iterations=cg_total, escapes=escapes)
         return SolveResult(y=y, converged=converged, iterations=iters, energy=e, grad=g,
-                           saddle=saddle & ~converged)
+                           saddle=saddle & ~converged, perturbed=perturbed)
