@@ -291,3 +291,19 @@ def test_large_n_defaults_never_form_a_dense_hessian(monkeypatch):
     assert bool(info.converged.all()) and info.num_saddle == 0
     assert la.grad is not None and bool(torch.isfinite(la.grad))
     assert grown_mb < 1024  # O(B·n): a few hundred (B, n) float64 vectors at most
+
+
+def test_newton_cg_moves_a_start_where_the_gradient_is_not_finite():
+    """Geometric median started at a data point: sqrt(||y - x||²) has a NaN autograd gradient
+    there. Newton-CG (the default at n = 60) moves the start, counts it and converges."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 60, generator=g, dtype=DT)
+
+    def median(y, x):
+        return torch.sqrt(((y[:, None, :] - x) ** 2).sum(-1)).sum(-1)
+
+    with pytest.warns(wibergian.NonSmoothWarning):
+        y, info = wibergian.argmin(median, x[:, 0].clone(), (x,), return_info=True)
+    assert info.solver == "newton_cg" and info.perturbed_starts == 2
+    assert bool(info.converged.all()) and bool(torch.isfinite(y).all())
+    assert float(info.grad_norm.max()) < 1e-6
