@@ -72,3 +72,22 @@ def test_help_shows_defaults(cmd):
     if cmd != "study":
         assert "--loss {l2,huber}" in text and "(default: huber)" in text
         assert "--rotation-grid" in text and "not the reviewers' grid" in text
+
+
+def test_evaluate_checks_the_runs_training_skeleton(tmp_path, tiny_file, capsys):
+    """`pose train` stores the training skeleton; `pose evaluate --run` compares user poses
+    with it (a Spine moved to 1/3 of its height is refused, naming the bone)."""
+    run = tmp_path / "run"
+    main(["pose", "train", "--poses", str(tiny_file), "--models", "2", "--basis", "4",
+          "--rotation-grid", "8", "--steps", "1", "--batch-size", "4", "--gap", "4",
+          "--out", str(run), "--quiet"])
+    meta = json.loads((run / "pose_model.json").read_text())
+    assert len(meta["skeleton_bone_median_mm"]) == 16
+    p = np.load(tiny_file)
+    p[:, 7] = p[:, 0] + (p[:, 7] - p[:, 0]) / 3.0
+    bad = tmp_path / "other.npy"
+    np.save(bad, p)
+    capsys.readouterr()
+    rc = main(["pose", "evaluate", "--run", str(run), "--poses", str(bad), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "other.npy" in err and "Hip->Spine" in err, err
