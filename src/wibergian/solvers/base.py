@@ -24,6 +24,8 @@ class SolveResult:
             reuse (see :class:`~wibergian.linsolve.HessianFactor`).
         energy, grad: optionally, ``E`` ``(B,)`` and ``∇E`` ``(B, n)`` at ``y``, which spare
             ``argmin`` re-evaluating them for its diagnostics.
+        hessian: optionally, the symmetric ``∇²E`` ``(B, n, n)`` at ``y``: the final step (and,
+            when that step is not taken, the backward) reuses it instead of rebuilding it.
     """
 
     y: Tensor
@@ -32,6 +34,7 @@ class SolveResult:
     factor: HessianFactor | None = None
     energy: Tensor | None = None
     grad: Tensor | None = None
+    hessian: Tensor | None = None
 
 
 class Solver(Protocol):
