@@ -13,9 +13,9 @@ graphs are compiled (Inductor fuses them into vectorised loops):
 
 The backward's gradient graph (``∂∇E/∂w``) stays eager: it needs autograd w.r.t. the parameters.
 
-Each kernel runs over blocks of ``R`` rows (``R`` the power of two ``≥ B`` up to
-:data:`MAX_ROWS`; the last block padded by repeating its first row), so one compilation per
-``(kind, R, dtype, parameter layout)`` serves every batch size. A parameter whose first
+Each kernel runs over blocks of ``R = min(B, MAX_ROWS)`` rows (the last block padded by
+repeating its first row), so one compilation per ``(kind, R, dtype, parameter layout)`` serves
+every batch size above :data:`MAX_ROWS` (a smaller batch compiles for its own size once). A parameter whose first
 dimension equals the number of rows of ``y`` is treated as batched and sliced with the block;
 any other is shared (the rule of ``solvers/multistart.py``). The first call of a kernel compiles
 it (its seconds accumulate in :attr:`CompiledEnergy.compile_seconds` and reach
@@ -61,10 +61,7 @@ def pad_rows(t: Tensor, size: int, dim: int = 0) -> Tensor:
 
 
 def _rows(b: int) -> int:
-    r = 1
-    while r < b and r < MAX_ROWS:
-        r *= 2
-    return r
+    return min(b, MAX_ROWS)
 
 
 class CompiledEnergy:
@@ -121,9 +118,9 @@ class CompiledEnergy:
         outs = []
         for lo in range(0, b, r):
             hi = min(b, lo + r)
-            yb = pad_rows(y[lo:hi].detach(), r)
-            pb = [pad_rows(p[lo:hi].detach(), r) if f else p.detach()
-                  for p, f in zip(params, flags, strict=True)]
+            yb = pad_rows(y[lo:hi].detach(), r) if hi - lo < r else y[lo:hi].detach()
+            pb = [(pad_rows(p[lo:hi].detach(), r) if hi - lo < r else p[lo:hi].detach())
+                  if f else p.detach() for p, f in zip(params, flags, strict=True)]
             kernel = self._kernels.get(key)
             if kernel is None:
                 kernel = self._build(key, fn, yb, pb)

@@ -27,7 +27,7 @@ from ..derivatives import energy_value
 from ..energy import EnergyFn
 
 #: rows per batched energy call (blocks of whole problems; at least one problem per block)
-MAX_ROWS = 8192
+MAX_ROWS = 2048
 #: how many searches fell back to one energy call per candidate
 FALLBACKS = {"per_candidate": 0}
 
