@@ -18,10 +18,10 @@ repeating its first row), so one compilation per ``(kind, R, dtype, parameter la
 every batch size above :data:`MAX_ROWS` (a smaller batch compiles for its own size once). A
 parameter whose first dimension equals the number of rows of ``y`` is treated as batched and
 sliced with the block; any other is shared (the rule of ``solvers/multistart.py``). The first
-call of a kernel compiles it (its seconds accumulate in
-:attr:`CompiledEnergy.compile_seconds` and reach ``ArgminInfo.compile_s``) and checks it against the eager function on that block; a failure
-anywhere (no C++ compiler, an energy ``make_fx`` cannot trace, a mismatch) falls back to eager
-for that energy, with one :class:`CompileFallbackWarning`, counted in :data:`FALLBACKS`.
+call of a kernel compiles it (its seconds accumulate in :attr:`CompiledEnergy.compile_seconds`
+and reach ``ArgminInfo.compile_s``) and checks it against the eager function on that block; a
+failure anywhere (no C++ compiler, an energy ``make_fx`` cannot trace, a mismatch) falls back to
+eager for that energy, with one :class:`CompileFallbackWarning`, counted in :data:`FALLBACKS`.
 Wrappers are cached per energy object (:func:`compiled_energy`).
 """
 
