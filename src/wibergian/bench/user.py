@@ -171,3 +171,64 @@ def dense_suite(batch: int, n: int, anchors: bool = True) -> tuple[list[BenchMet
         else:
             methods.extend(dense_methods(d.numpy(), D_TOL))
     return methods, lambda lam: DenseUser(d, damping=lam).gradient()
+
+
+# ------------------------------------------------------------------- Hessian routes, measured
+
+
+def hessian_routes(ns: tuple[int, ...] = (2, 8, 32, 128), batch: int = 1000, repeats: int = 3,
+                   w1_batch: int = 20000, log=print) -> list[dict[str, Any]]:
+    """Seconds per ``value_gradient_hessian`` by the reverse route and the ``torch.func`` route
+    (best of ``repeats``): ridge-logistic at each ``n`` (``batch`` problems) and W1 (``n = 2``,
+    ``w1_batch`` problems). The crossover ``derivatives.FUNC_MIN_N`` is set from these."""
+    import time
+
+    from wibergian import derivatives as der
+
+    from .workloads import make_w1
+
+    def best(route: str, energy, y, ps) -> float:
+        old = der.HESSIAN_ROUTE["route"]
+        der.HESSIAN_ROUTE["route"] = route
+        try:
+            der.value_gradient_hessian(energy, y, ps)
+            ts = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                der.value_gradient_hessian(energy, y, ps)
+                ts.append(time.perf_counter() - t)
+        finally:
+            der.HESSIAN_ROUTE["route"] = old
+        return min(ts)
+
+    cases = []
+    w1 = make_w1(w1_batch)
+    cases.append(("W1", 2, w1_energy, torch.stack([w1.a[:, 0], w1.c[:, 0]], -1),
+                  (w1.a, w1.c, w1.m, w1.s0, w1.s1)))
+    for n in ns:
+        d = DenseData(batch, n)
+        cases.append(("ridge-logistic", n, logistic_energy, 0.1 * d.y_true,
+                      (d.x, d.t, d.log_lam, d.mu)))
+    rows = []
+    for name, n, energy, y, ps in cases:
+        r = {"energy": name, "n": n, "batch": y.shape[0], "reverse_s": best("reverse", energy,
+                                                                            y, ps),
+             "func_s": best("func", energy, y, ps)}
+        rows.append(r)
+        log(f"[hessian routes] {name} n={n} B={y.shape[0]}: reverse {r['reverse_s']:.4f} s, "
+            f"torch.func {r['func_s']:.4f} s")
+    return rows
+
+
+if __name__ == "__main__":
+    import json
+    import os
+    import sys
+
+    torch.set_num_threads(1)
+    out = hessian_routes()
+    load = os.getloadavg()
+    print(json.dumps({"load_average": load, "rows": out}, indent=1))
+    if len(sys.argv) > 1:
+        with open(sys.argv[1], "w") as f:
+            json.dump({"load_average": load, "rows": out}, f, indent=1)
