@@ -26,6 +26,8 @@ class SolveResult:
             ``argmin`` re-evaluating them for its diagnostics.
         hessian: optionally, the symmetric ``∇²E`` ``(B, n, n)`` at ``y``: the final step (and,
             when that step is not taken, the backward) reuses it instead of rebuilding it.
+        perturbed: optionally, ``(B,)`` bool: problems whose start was moved because the
+            derivatives were not finite there (see ``solvers/nonfinite.py``).
     """
 
     y: Tensor
@@ -35,6 +37,7 @@ class SolveResult:
     energy: Tensor | None = None
     grad: Tensor | None = None
     hessian: Tensor | None = None
+    perturbed: Tensor | None = None
 
 
 class Solver(Protocol):
