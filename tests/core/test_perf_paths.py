@@ -233,14 +233,16 @@ class SyncCounter:
 def test_newton_loop_syncs_only_every_check(monkeypatch):
     x, t, lam = logistic_data(8, 4, seed=6)
     y0 = torch.zeros(8, 4, dtype=D)
+    # second_order=False: the saddle check (its own early-out test per iteration) is off
     counter = SyncCounter(monkeypatch)
-    res1 = NewtonTrustRegion(tol=1e-300, max_iter=30).minimize(logistic, y0, (x, t, lam))
+    res1 = NewtonTrustRegion(tol=1e-300, max_iter=30, second_order=False).minimize(
+        logistic, y0, (x, t, lam))
     every_iteration = counter.count
     ran = int(res1.iterations.max())
     assert every_iteration >= ran >= 4  # the counter sees the per-iteration check
     counter.count = 0
-    res = NewtonTrustRegion(tol=1e-300, max_iter=30, check_every=ran + 1).minimize(
-        logistic, y0, (x, t, lam))
+    res = NewtonTrustRegion(tol=1e-300, max_iter=30, check_every=ran + 1,
+                            second_order=False).minimize(logistic, y0, (x, t, lam))
     assert counter.count <= 2  # iterations 0 and ran + 1: nothing else inside the loop
     torch.testing.assert_close(res.y, res1.y)
     assert torch.equal(res.iterations, res1.iterations)
