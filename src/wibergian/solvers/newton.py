@@ -85,6 +85,7 @@ class NewtonTrustRegion:
         pending = torch.zeros(b, dtype=torch.bool, device=dev)  # stopped: check 2nd order first
         escape = torch.zeros(b, dtype=torch.bool, device=dev)
         radius = 1 + y.abs().amax(-1)  # escape step length
+        u = torch.zeros_like(y)  # escape direction (set by the second-order check)
         every = self.check_every or (1 if dev.type == "cpu" else 4)
         for it in range(self.max_iter):
             gmax = g.abs().amax(-1)
@@ -99,10 +100,11 @@ class NewtonTrustRegion:
             d = -cholesky_apply(chol, g)
             d = torch.where((pd & active).unsqueeze(-1), d, torch.zeros_like(d))
             d = torch.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
-            if bool(escape.any()):  # along the negative curvature, downhill, to the radius
-                sign = torch.where((g * u).sum(-1) > 0, -radius, radius)
-                d = torch.where(escape.unsqueeze(-1), sign.unsqueeze(-1) * u, d)
-                pd = pd | escape
+            # escapes along the negative curvature, downhill, to the radius (masked on the
+            # device: no host sync)
+            sign = torch.where((g * u).sum(-1) > 0, -radius, radius)
+            d = torch.where(escape.unsqueeze(-1), sign.unsqueeze(-1) * u, d)
+            pd = pd | escape
             y_new = y + d
             e_new, g_new, h_new = value_gradient_hessian(energy, y_new, params)
             pred = -((g * d).sum(-1) + 0.5 * (d * (h @ d.unsqueeze(-1)).squeeze(-1)).sum(-1))
