@@ -19,7 +19,8 @@ Two autograd routes to the dense Hessian of a plain energy (``HESSIAN_ROUTE``):
 ``"auto"`` takes ``"func"`` for ``n ≥ FUNC_MIN_N`` (the measured crossover, see
 docs/benchmarks.md) and ``"reverse"`` below. ``torch.func`` needs a functorch-compatible energy
 (it refuses, for example, an old-style ``autograd.Function`` without ``setup_context`` and reads
-of a tensor's storage such as ``.numpy()``; both tested): an energy that fails under it is remembered and served by ``"reverse"`` from then on (counted in
+of a tensor's storage such as ``.numpy()``; both tested): an energy that fails under it is
+remembered and served by ``"reverse"`` from then on (counted in
 :data:`FUNC_FALLBACKS`).
 """
 
