@@ -5,11 +5,20 @@ the trust-region damped implicit derivative ``dy*/dw = -(H + λI)^-1 ∂(∇_y E
 (Toso, Campbell & Russell, NeurIPS 2019).
 """
 
-from .argmin import ArgminInfo, FallbackWarning, NonConvergenceWarning, argmin
+from .argmin import ArgminInfo, argmin
+from .errors import (
+    FallbackWarning,
+    LinearSolveError,
+    NonConvergenceWarning,
+    NonFiniteDerivativeError,
+    NonSmoothWarning,
+    WibergianError,
+    WibergianWarning,
+)
 from .jacobian import argmin_jacobian
 from .layer import ArgminLayer
 from .lstsq import lstsq
-from .solvers import LBFGS, BlackBox, NewtonTrustRegion, SolveResult, scipy_minimizer
+from .solvers import LBFGS, BlackBox, NewtonCG, NewtonTrustRegion, SolveResult, scipy_minimizer
 
 __version__ = "0.1.0"
 
@@ -19,9 +28,15 @@ __all__ = [
     "ArgminLayer",
     "BlackBox",
     "FallbackWarning",
+    "LinearSolveError",
+    "NewtonCG",
     "NewtonTrustRegion",
     "NonConvergenceWarning",
+    "NonFiniteDerivativeError",
+    "NonSmoothWarning",
     "SolveResult",
+    "WibergianError",
+    "WibergianWarning",
     "argmin",
     "argmin_jacobian",
     "lstsq",

@@ -7,7 +7,6 @@ makes an inexact minimum the fixed point that the implicit gradient assumes. Bac
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,19 +15,24 @@ import torch
 from torch import Tensor
 
 from .adjoint import AdjointSpec, ArgminFunction
-from .derivatives import energy_value, gradient, gradient_and_hessian, hvp_operator
+from .checks import check_candidates, check_damping, start_energy
+from .compiled import compiled_energy
+from .derivatives import (
+    energy_value,
+    gradient,
+    gradient_and_hessian,
+    hvp_operator,
+    value_gradient_hessian,
+)
 from .energy import EnergyFn
+from .errors import FallbackWarning, NonConvergenceWarning, NonSmoothWarning
+from .errors import warn as _warn
 from .linsolve import REGULARISERS, HessianFactor, cg_solve, choose_backend, dense_solve
-from .solvers import LBFGS, BlackBox, NewtonTrustRegion, QuadraticSolve, best_candidate
+from .solvers import LBFGS, BlackBox, NewtonCG, NewtonTrustRegion, QuadraticSolve, best_candidate
+from .solvers.auto import choose_solver
 from .solvers.base import Solver
 
-
-class NonConvergenceWarning(RuntimeWarning):
-    """Some problems of a batch did not converge in the inner solver."""
-
-
-class FallbackWarning(RuntimeWarning):
-    """A linear solve met a non-positive-definite matrix and used the documented fallback."""
+__all__ = ["ArgminInfo", "FallbackWarning", "NonConvergenceWarning", "argmin"]
 
 
 @dataclass
@@ -46,10 +50,20 @@ class ArgminInfo:
         final_step_accepted: ``(B,)`` whether the final damped Newton step was kept (it is
             rejected where it would raise the energy).
         forward_fallbacks: problems whose final-step solve needed the eigenvalue fallback.
+        compile_s: seconds spent compiling in this call (``compile=True``; 0 once cached).
+        saddle: ``(B,)`` bool, the problem ended at a stationary point where the solver's
+            second-order check found negative curvature (such problems are also not
+            converged); ``None`` when the solver does not check (only ``"newton"`` and
+            ``"newton_cg"`` do). ``num_saddle`` counts them.
+        solver: the inner solver's name (what ``solver="auto"`` chose).
+        perturbed_starts: problems whose start the solver moved because the energy's
+            derivatives were not finite there (``solvers/nonfinite.py``).
         backward: filled by the backward pass: ``backward_fallbacks`` (count),
             ``min_eigenvalue`` (``(B,)`` where an eigendecomposition ran), ``backward_residual``
             (``(B,)`` relative residual of the linear solve), ``cg_iterations``,
-            ``reused_factor`` (the solver's Cholesky factor served the backward).
+            ``reused_factor`` (the solver's Cholesky factor served the backward),
+            ``cg_shifted`` (CG problems re-solved with a shift after negative curvature),
+            ``bound_capped`` (problems whose ``u`` the ``1/λ`` cap shrank beyond rounding).
     """
 
     iterations: Tensor
@@ -60,15 +74,25 @@ class ArgminInfo:
     final_step_accepted: Tensor | None = None
     forward_fallbacks: int = 0
     backend: str = "dense"
+    compile_s: float = 0.0
+    perturbed_starts: int = 0
     backward: dict[str, Any] = field(default_factory=dict)
+    saddle: Tensor | None = None
+    solver: str = ""
 
     @property
     def num_not_converged(self) -> int:
         return int((~self.converged).sum())
 
+    @property
+    def num_saddle(self) -> int:
+        return 0 if self.saddle is None else int(self.saddle.sum())
 
-def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None) -> Solver:
+
+def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None,
+                 n: int = 0) -> Solver:
     if isinstance(solver, str):
+        solver = choose_solver(n, solver)
         kw: dict[str, Any] = {}
         if max_iter is not None:
             kw["max_iter"] = max_iter
@@ -76,6 +100,8 @@ def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None) 
             kw["tol"] = tol
         if solver == "newton":
             return NewtonTrustRegion(**kw)
+        if solver == "newton_cg":
+            return NewtonCG(**kw)
         if solver == "lbfgs":
             return LBFGS(**kw)
         if solver == "scipy":
@@ -83,7 +109,8 @@ def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None) 
         if solver == "quadratic":
             return QuadraticSolve(**({"tol": tol} if tol is not None else {}))
         raise ValueError(
-            "solver must be 'newton', 'lbfgs', 'scipy', 'quadratic' or a Solver object; "
+            "solver must be 'auto', 'newton', 'newton_cg', 'lbfgs', 'scipy', 'quadratic' or a "
+            "Solver object; "
             f"got {solver!r}"
         )
     if not hasattr(solver, "minimize"):
@@ -101,6 +128,14 @@ def _check_inputs(y0: Any, params: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
         )
     if not y0.is_floating_point():
         raise TypeError(f"y0 must be floating point (float32 or float64); got {y0.dtype}")
+    if y0.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"y0 is {y0.dtype}: half precision is not supported (the solvers need LAPACK, which "
+            "has no half-precision routines); use float32: y0.float() and p.float() for params"
+        )
+    if y0.shape[1] == 0:
+        raise ValueError(f"y0 has n = 0 unknowns per problem (shape {tuple(y0.shape)}); "
+                         "there is nothing to minimise")
     if isinstance(params, Tensor):
         params = (params,)
     if not isinstance(params, (tuple, list)):
@@ -133,27 +168,85 @@ def _final_step(
     regulariser: str,
     backend: str,
     factor: HessianFactor | None = None,
-) -> tuple[Tensor, Tensor, int]:
-    """One damped Newton step ``y - (H + λI)^-1 ∇E`` where it does not raise the energy (a
-    solver's factor of ``H + λI`` at ``y`` is reused when it has one)."""
+    result: Any = None,
+    want_hessian: bool = False,
+) -> tuple[Tensor, Tensor, int, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """One damped Newton step ``y - (H + λI)^-1 ∇E`` where it does not raise the energy.
+
+    Reuses what the solver ``result`` already has at ``y`` (a factor of ``H + λI``, the Hessian,
+    ``E`` and ``∇E``). With ``want_hessian`` (dense back end) the new point is evaluated by one
+    value-gradient-Hessian pass, so that the backward needs no Hessian of its own.
+
+    Returns ``(y_out, accepted, fallbacks, E, ∇E, H_out, H_in)``: ``E, ∇E`` at ``y_out``;
+    ``H_out`` the Hessian at ``y_out`` (or ``None``), ``H_in`` the one at ``y`` (or ``None``).
+    """
     ps = [p.detach() for p in params]
+    g = getattr(result, "grad", None)
+    h = getattr(result, "hessian", None)
+    e_old = getattr(result, "energy", None)
+    if h is not None and tuple(h.shape) != (*y.shape, y.shape[1]):
+        h = None
     with torch.no_grad():
-        if backend == "dense" and factor is not None and factor.solves(damping, regulariser):
+        if g is None or g.shape != y.shape:
             g = gradient(energy, y, ps)
+        if backend == "dense" and factor is not None and factor.solves(damping, regulariser):
             d, stats = dense_solve(None, g, damping, regulariser, factor=factor)
         elif backend == "dense":
-            g, h = gradient_and_hessian(energy, y, ps)
+            if h is None:
+                g, h = gradient_and_hessian(energy, y, ps)
             d, stats = dense_solve(h, g, damping, regulariser, factor=factor)
         else:
             g, hvp = hvp_operator(energy, y, ps)
             d, stats = cg_solve(hvp, g, damping)
         y_new = y - d
-        e_old = energy_value(energy, y, ps)
-        e_new = energy_value(energy, y_new, ps)
+        if e_old is None or e_old.shape != y.shape[:1]:
+            e_old = energy_value(energy, y, ps)
+        h_new = None
+        if want_hessian:
+            e_new, g_new, h_new = value_gradient_hessian(energy, y_new, ps)
+        else:
+            e_new = energy_value(energy, y_new, ps)
+            g_new = None
         slack = 1e-12 * (1 + e_old.abs())
         ok = torch.isfinite(e_new) & (e_new <= e_old + slack) & torch.isfinite(d).all(-1)
         y_out = torch.where(ok.unsqueeze(-1), y_new, y)
-    return y_out, ok, stats.fallbacks
+        e_out = torch.where(ok, e_new, e_old)
+        g_out = (torch.where(ok.unsqueeze(-1), g_new, g) if g_new is not None
+                 else None)
+        h_out = None
+        if h_new is not None:
+            h_out = h_new if h is None else torch.where(ok[:, None, None], h_new, h)
+            if h is None and not bool(ok.all()):
+                h_out = None  # a rejected step stays where no Hessian was built
+        if g_out is None:
+            g_out = torch.where(ok.unsqueeze(-1), gradient(energy, y_new, ps), g)
+    return y_out, ok, stats.fallbacks, e_out, g_out, h_out, h
+
+
+def _forward_warnings(info: ArgminInfo, b: int) -> None:
+    """The forward pass's warnings, attributed to the caller's line."""
+    if info.perturbed_starts:
+        _warn(f"argmin: the energy's derivatives were not finite at the start of "
+              f"{info.perturbed_starts} of {b} problems (a non-differentiable point such as "
+              "sqrt(||y - x||²) at y = x); the solver started from a slightly moved point "
+              "(counted in info.perturbed_starts)", NonSmoothWarning)
+    lost = int((~torch.isfinite(info.grad_norm)).sum())
+    if lost:
+        _warn(f"argmin: {lost} of {b} problems end at a point where the energy is finite but its "
+              "gradient is NaN/Inf (a non-differentiable point such as sqrt(||y - x||²) at "
+              "y = x); a backward pass through them raises NonFiniteDerivativeError",
+              NonSmoothWarning)
+    if info.num_not_converged > lost:
+        worst = float(info.grad_norm.nan_to_num(0.0, 0.0, 0.0).max())
+        at_saddle = f", {info.num_saddle} at a saddle" if info.num_saddle else ""
+        _warn(f"argmin: {info.num_not_converged - lost} of {b} problems did not converge"
+              f"{at_saddle} (max ||∇E|| = {worst:.3g}); gradients there are approximate",
+              NonConvergenceWarning)
+    if info.forward_fallbacks:
+        _warn(f"argmin: the final Newton step met a Hessian that is not positive semi-definite "
+              f"in {info.forward_fallbacks} of {b} problems (a saddle or a non-converged point); "
+              "used the eigenvalue-clamp fallback (counted in info.forward_fallbacks)",
+              FallbackWarning)
 
 
 def argmin(
@@ -163,7 +256,7 @@ def argmin(
     *,
     damping: float = 0.1,
     regulariser: str = "ridge",
-    solver: str | Solver = "newton",
+    solver: str | Solver = "auto",
     linear_solver: str = "auto",
     final_step: bool = True,
     adjoint: str = "implicit",
@@ -175,6 +268,7 @@ def argmin(
     cg_max_iter: int | None = None,
     return_info: bool = False,
     warn: bool = True,
+    compile: bool = False,
 ) -> Tensor | tuple[Tensor, ArgminInfo]:
     """Minimise ``energy`` for a batch of independent problems, differentiably.
 
@@ -186,7 +280,9 @@ def argmin(
         damping: ``λ ≥ 0`` of ``(H + λI)^-1``. ``0`` = plain implicit differentiation.
         regulariser: ``"ridge"`` (``H + λI``, the paper) or ``"floor"`` (eigenvalues floored at
             ``λ``: same bound ``1/λ``, exact where curvature exceeds ``λ``; dense back end).
-        solver: ``"newton"`` (trust region, default), ``"lbfgs"``, ``"scipy"`` (black box),
+        solver: ``"auto"`` (default: ``"newton"`` for ``n ≤ 40``, ``"newton_cg"`` above),
+            ``"newton"`` (dense trust-region Newton), ``"newton_cg"`` (matrix-free
+            trust-region Newton-CG, ``O(B·n)`` memory), ``"lbfgs"``, ``"scipy"`` (black box),
             ``"quadratic"`` (exact for energies quadratic in ``y``; its Cholesky factor is reused
             by the backward), or an object with ``minimize(energy, y0, params) ->
             SolveResult``.
@@ -202,14 +298,20 @@ def argmin(
         max_iter, tol: passed to a solver named by string.
         cg_tol, cg_max_iter: conjugate-gradient settings of the matrix-free back end.
         return_info: also return an :class:`ArgminInfo`.
-        warn: warn (once per call site) when problems do not converge or need fallbacks.
+        warn: warn (once per call site; the warning names the caller's line, or for the backward
+            the ``loss.backward()`` line) when problems do not converge, need fallbacks (forward
+            final step or backward) or had their start moved; ``False`` silences all of them.
+            The classes are in ``wibergian.errors`` (all subclasses of ``WibergianWarning``).
+        compile: compile the no-gradient functions built from ``energy`` (its value and its
+            value-gradient-Hessian; ``compiled.py``), cached per energy object; the seconds
+            spent compiling are reported apart in ``info.compile_s``. Falls back to eager with
+            a :class:`~wibergian.compiled.CompileFallbackWarning` when compilation fails.
 
     Returns:
         ``y*`` ``(B, n)`` (and the info when ``return_info``).
     """
     y0, params = _check_inputs(y0, params)
-    if damping < 0 or damping != damping:
-        raise ValueError(f"damping must be >= 0; got {damping}")
+    damping = check_damping(damping)
     if regulariser not in REGULARISERS:
         raise ValueError(f"regulariser must be one of {REGULARISERS}; got {regulariser!r}")
     if adjoint not in ("implicit", "newton_step"):
@@ -222,7 +324,11 @@ def argmin(
     backend = choose_backend(n, linear_solver)
     if regulariser == "floor" and backend != "dense":
         raise ValueError("regulariser='floor' needs eigenvalues: use linear_solver='dense'")
-    inner = _solver_from(solver, max_iter, tol)
+    inner = _solver_from(solver, max_iter, tol, n)
+    compiled = compiled_energy(energy) if compile else None
+    compile_s0 = compiled.compile_seconds if compiled is not None else 0.0
+    if compiled is not None:
+        energy = compiled
 
     if b == 0:
         zero = sum((p.sum() * 0 for p in params if p.is_floating_point() and p.requires_grad),
@@ -235,15 +341,9 @@ def argmin(
 
     start_index = None
     if candidates is not None:
-        if candidates.dim() != 3 or candidates.shape[0] != b or candidates.shape[2] != n:
-            raise ValueError(
-                f"candidates must have shape ({b}, C, {n}); got {tuple(candidates.shape)}"
-            )
+        check_candidates(candidates, candidate_mask, y0)
         y0, start_index = best_candidate(energy, candidates, params, candidate_mask)
-    e0 = energy_value(energy, y0.detach(), [p.detach() for p in params])
-    if not bool(torch.isfinite(e0).all()):
-        bad = torch.nonzero(~torch.isfinite(e0)).flatten().tolist()[:10]
-        raise ValueError(f"the energy is not finite at the start point of problems {bad}")
+    start_energy(energy, y0, params)
 
     result = inner.minimize(energy, y0.detach(), [p.detach() for p in params])
     y_pre = result.y.detach()
@@ -252,42 +352,60 @@ def argmin(
     factor = getattr(result, "factor", None) if backend == "dense" else None
     if factor is not None and tuple(factor.chol.shape) != (b, n, n):
         factor = None
+    needs_graph = torch.is_grad_enabled() and any(
+        p.is_floating_point() and p.requires_grad for p in params
+    )
+    # the backward's Hessian, built by the forward where it builds one anyway (never twice)
+    h_in = getattr(result, "hessian", None) if backend == "dense" else None
+    if h_in is not None and tuple(h_in.shape) != (b, n, n):
+        h_in = None
+    h_point = h_in
     y_star, accepted, fwd_fb = y_pre, None, 0
+    g, e = getattr(result, "grad", None), getattr(result, "energy", None)
     if final_step:
-        y_star, accepted, fwd_fb = _final_step(energy, y_pre, params, damping, regulariser,
-                                               backend, factor)
+        want_h = (needs_graph and backend == "dense" and adjoint == "implicit"
+                  and not (factor is not None and factor.constant
+                           and factor.solves(damping, regulariser)))
+        y_star, accepted, fwd_fb, e, g, h_out, h_in = _final_step(
+            energy, y_pre, params, damping, regulariser, backend, factor, result, want_h)
+        h_point = h_in if adjoint == "newton_step" else h_out
         if factor is not None and not factor.constant and bool(accepted.any()):
             factor = None  # the Hessian moved with y
     with torch.no_grad():
         ps = [p.detach() for p in params]
-        moved = final_step and bool(accepted.any())
-        g, e = getattr(result, "grad", None), getattr(result, "energy", None)
-        if moved or g is None or e is None:  # else the solver's own, at this very point
+        if g is None or e is None:  # else the solver's own (or the final step's), at y*
             g = gradient(energy, y_star, ps)
             e = energy_value(energy, y_star, ps)
+        lost = ~torch.isfinite(g).all(-1)
+        if final_step and bool((lost & accepted).any()):  # the final step landed on a kink: undo
+            accepted = accepted & ~lost
+            y_star = torch.where(accepted.unsqueeze(-1), y_star, y_pre)
+            g, e = gradient(energy, y_star, ps), energy_value(energy, y_star, ps)
+            lost = ~torch.isfinite(g).all(-1)
+            if adjoint == "implicit":  # the Hessian at the restored points is the solver's
+                h_point = (torch.where(accepted[:, None, None], h_point, h_in)
+                           if h_point is not None and h_in is not None else None)
+    perturbed = getattr(result, "perturbed", None)
     info = ArgminInfo(
         iterations=result.iterations,
-        converged=result.converged,
+        converged=result.converged & ~lost,
         grad_norm=g.norm(dim=-1),
         energy=e,
         start_index=start_index,
         final_step_accepted=accepted,
         forward_fallbacks=fwd_fb,
         backend=backend,
+        compile_s=compiled.compile_seconds - compile_s0 if compiled is not None else 0.0,
+        perturbed_starts=0 if perturbed is None else int(perturbed.sum()),
+        saddle=getattr(result, "saddle", None),
+        solver=choose_solver(n, solver) if isinstance(solver, str) else type(solver).__name__,
     )
-    if warn and info.num_not_converged:
-        warnings.warn(
-            f"argmin: {info.num_not_converged} of {b} problems did not converge "
-            f"(max ||∇E|| = {float(info.grad_norm.max()):.3g}); gradients there are approximate",
-            NonConvergenceWarning,
-            stacklevel=2,
-        )
+    if warn:
+        _forward_warnings(info, b)
     spec = AdjointSpec(energy, float(damping), regulariser, backend, adjoint, cg_tol, cg_max_iter,
-                       record=info.backward, factor=factor if adjoint == "implicit" else None)
+                       record=info.backward, factor=factor if adjoint == "implicit" else None,
+                       hessian=h_point, warn=warn)
     y_point = y_pre if adjoint == "newton_step" else y_star
-    needs_graph = torch.is_grad_enabled() and any(
-        p.is_floating_point() and p.requires_grad for p in params
-    )
     if needs_graph:
         out = ArgminFunction.apply(spec, y_star, y_point, *params)
     else:
