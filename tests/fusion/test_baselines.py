@@ -93,3 +93,22 @@ def test_summary_uses_paired_margins() -> None:
     assert "1/3 seeds diverged (diverged at step 7)" in table
     assert "Best single tracker chosen on train" in table and "(oracle)" in table
     assert "+0.023 [" in table and "wins" in table
+
+
+def test_rank_consistency_between_sequences() -> None:
+    from wibergian.experiments.fusion.data import rank_consistency
+
+    g = [0.0, 0, 10, 10]
+    good, mid, bad = g, [2.0, 0, 10, 10], [6.0, 0, 10, 10]
+    # sequence 0: t0 > t1 > t2; sequence 1: the reverse -> rank correlation -1
+    f = _frames([[good, mid, bad], [bad, mid, good]], [g, g])
+    f.seq = torch.tensor([0, 1])
+    f.names = ["s0", "s1"]
+    r = rank_consistency(f)
+    assert r["mean_spearman_between_sequences"] == pytest.approx(-1.0)
+    # the steady middle tracker (IoU 2/3 on both) is best overall, yet best on no sequence
+    assert r["global_best"] == "t1" and r["global_best_is_best_on"] == 0
+    assert r["per_sequence_best_mean_iou"] == pytest.approx(1.0)
+    f2 = _frames([[good, mid, bad], [good, mid, bad]], [g, g])
+    f2.seq, f2.names = torch.tensor([0, 1]), ["s0", "s1"]
+    assert rank_consistency(f2)["mean_spearman_between_sequences"] == pytest.approx(1.0)

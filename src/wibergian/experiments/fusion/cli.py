@@ -138,6 +138,18 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print(f"[fuse] {protocol}: ({args.run_a}) − ({args.run_b}) fused IoU = {fmt_ci(m)}")
 
 
+def cmd_diagnose(args: argparse.Namespace) -> None:
+    from .data import oracle_iou, rank_consistency
+
+    source = {"data": args.data if real.is_real_source(args.data)
+              else str(Path(args.data).resolve()), "experiment": args.experiment}
+    frames = load_frames(source)
+    out = rank_consistency(frames)
+    out["per_frame_oracle"] = oracle_iou(frames)
+    out["valid_fraction"] = float(frames.valid.double().mean())
+    print(json.dumps(out, indent=2))
+
+
 def register(subparsers: Any) -> None:
     """Add ``fuse`` with sub-commands ``generate``, ``train``, ``evaluate``."""
     p = subparsers.add_parser("fuse", help="tracker fusion (paper section 4)")
@@ -196,6 +208,12 @@ def register(subparsers: Any) -> None:
     c.add_argument("run_a")
     c.add_argument("run_b")
     c.set_defaults(func=cmd_compare)
+
+    dg = sub.add_parser("diagnose", help="is tracker quality a property of the tracker or of "
+                        "the sequence? (rank consistency across sequences)")
+    dg.add_argument("--data", required=True, help="as for `fuse train`")
+    dg.add_argument("--experiment", default="baseline")
+    dg.set_defaults(func=cmd_diagnose)
 
 
 def _margin_lines(results: dict[str, Any]) -> list[str]:

@@ -177,3 +177,27 @@ def baselines(frames: Frames, train: Frames | None = None) -> dict:
         out["best_single_train"] = float(single[k])
         out["best_single_train_name"] = frames.trackers[k]
     return out
+
+
+def rank_consistency(frames: Frames) -> dict:
+    """How much a tracker's quality is a property of the tracker rather than of the sequence.
+
+    Per sequence, every tracker's mean IoU; returns the mean over pairs of sequences of the
+    Spearman correlation of the trackers' ranks, the globally best tracker and on how many
+    sequences it is the best, and the mean of the per-sequence best IoU.
+    """
+    per = tracker_ious(frames)
+    S, T = len(frames.names), per.shape[1]
+    present = [s for s in range(S) if bool((frames.seq == s).any())]
+    m = torch.stack([per[frames.seq == s].mean(0) for s in present])      # (S', T)
+    ranks = m.argsort(1).argsort(1).to(torch.float64)
+    z = (ranks - ranks.mean(1, keepdim=True)) / ranks.std(1, keepdim=True)
+    c = z @ z.T / (T - 1)
+    iu = torch.triu_indices(len(present), len(present), 1)
+    glob = per.mean(0)
+    g = int(glob.argmax())
+    return {"sequences": len(present), "trackers": T,
+            "mean_spearman_between_sequences": float(c[iu[0], iu[1]].mean()),
+            "global_best": frames.trackers[g], "global_best_iou": float(glob[g]),
+            "global_best_is_best_on": int((m.argmax(1) == g).sum()),
+            "per_sequence_best_mean_iou": float(m.max(1).values.mean())}
