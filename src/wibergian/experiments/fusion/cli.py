@@ -14,6 +14,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from wibergian.progress import phase
+from wibergian.train import TrainConfig
+from wibergian.train.config import OPTIMIZERS
+
 from .data import PROTOCOLS, frames_from_dataset, split
 from .evaluate import evaluate_run, load_model, markdown_table
 from .plots import pick_frame, plot_landscape, plot_weights
@@ -57,6 +61,9 @@ def _settings_from(args: argparse.Namespace) -> FusionSettings:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    settings = _settings_from(args)  # checked before any data is read or folder made:
+    TrainConfig(steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
+                optimizer=settings.optimizer, momentum=settings.momentum)
     data = Path(args.data)
     generated = (data / "zoo_truth.json").is_file()
     label = args.label or (GENERATED if generated else f"VOT data from {data}")
@@ -67,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"[fuse] {label}: {len(ds.sequences)} sequences, {len(ds.trackers)} trackers, "
           f"{len(frames)} usable frames")
     t0 = time.perf_counter()
-    train_run(frames, args.out, args.protocols, args.seeds, _settings_from(args), source,
+    train_run(frames, args.out, args.protocols, args.seeds, settings, source,
               quiet=not args.verbose)
     print(f"[fuse] trained in {time.perf_counter() - t0:.1f} s; models in {args.out}")
 
@@ -136,6 +143,7 @@ def register(subparsers: Any) -> None:
         default = getattr(d, f.name)
         kind = _parse_bool if isinstance(default, bool) else type(default)
         t.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
+                       choices=OPTIMIZERS if f.name == "optimizer" else None,
                        help=f"default {default}")
     t.set_defaults(func=cmd_train)
 
@@ -145,7 +153,7 @@ def register(subparsers: Any) -> None:
     e.set_defaults(func=cmd_evaluate)
 
 
-def reproduce(out_dir: Path, quick: bool) -> str:
+def reproduce(out_dir: Path, quick: bool, quiet: bool = False) -> str:
     """Generate the zoo, train both protocols, evaluate; returns a markdown section."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,9 +172,13 @@ def reproduce(out_dir: Path, quick: bool) -> str:
               "dtype": "float32"}
     frames = frames_from_dataset(load_dataset(zoo_dir))
     run_dir = out_dir / "fusion_run"
-    train_run(frames, run_dir, list(PROTOCOLS), seeds, settings, source, log=lambda *_: None)
-    results = evaluate_run(run_dir, frames)
-    figs = make_figures(run_dir, results)
+    with phase("fusion: training (damped and λ = 0 per protocol and seed)",
+               2 * len(PROTOCOLS) * len(seeds), unit="model", quiet=quiet) as p:
+        train_run(frames, run_dir, list(PROTOCOLS), seeds, settings, source,
+                  log=lambda msg: (p.note(msg), p.update()))
+    with phase("fusion: evaluation and figures", quiet=quiet):
+        results = evaluate_run(run_dir, frames)
+        figs = make_figures(run_dir, results)
     elapsed = time.perf_counter() - t0
     lines = [
         "## Tracker fusion (generated data)",

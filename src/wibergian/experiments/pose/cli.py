@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from wibergian.progress import phase
 from wibergian.train import TrainConfig, add_train_args, config_from_args, run_dir_from_args
 
 from . import datasets
@@ -40,14 +41,26 @@ def _load_data(args: argparse.Namespace, train_fraction: float | None) -> datase
     return datasets.load_default()
 
 
+#: `pose train` flags that shape the training trajectory: stored in config.json, compared
+#: on --resume (with the data source).
+TRAJECTORY_KEYS = ("mode", "models", "basis", "loss", "learn", "pose_prior", "grid", "damping")
+
+
+def _trajectory_settings(args: argparse.Namespace) -> dict[str, Any]:
+    data = args.h36m or args.poses
+    return {**{k: getattr(args, k) for k in TRAJECTORY_KEYS},
+            "data": str(data) if data else "built-in CMU clip"}
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
+    run_dir, resume = run_dir_from_args(args, Path("runs/pose"))  # flags checked before data
+    tcfg = config_from_args(args, TrainConfig(steps=200, batch_size=32, lr=1e-2),
+                            extra=_trajectory_settings(args))
     data = _load_data(args, train_fraction=0.7)
     cfg = ModelConfig(mode=args.mode, loss=args.loss, grid=args.grid, damping=args.damping)
     model = build_model(data, cfg, args.models, args.basis, source=args.pose_prior,
                         seed=args.seed)
-    run_dir, resume = run_dir_from_args(args, Path("runs/pose"))
-    tcfg = config_from_args(args, TrainConfig(steps=200, batch_size=32, lr=1e-2))
     print(f"[pose] {data.source}: {len(data.train_idx)} train / {len(data.test_idx)} test "
           f"frames; {'generated' if data.generated else 'real'} 2D detections")
     before = evaluate_model(model, data.test())
@@ -112,7 +125,7 @@ def register(subparsers: Any) -> None:
     e.set_defaults(func=cmd_evaluate)
 
 
-def reproduce(out_dir: Path, quick: bool) -> str:
+def reproduce(out_dir: Path, quick: bool, quiet: bool = False) -> str:
     """Run the suite on the built-in data; write figures and ``pose_results.json`` in
     ``out_dir``; return the markdown section."""
     out_dir = Path(out_dir)
@@ -120,7 +133,11 @@ def reproduce(out_dir: Path, quick: bool) -> str:
     t0 = time.perf_counter()
     data = datasets.load_default()
     settings = SuiteSettings.quick() if quick else SuiteSettings()
-    results, art = run_suite(data, settings, out_dir / "pose_runs")
+    variants = sum(7 if m == "multi" else len(settings.mono_variants) for m in settings.modes)
+    with phase("pose: variants (untrained, trained, grid search)", variants, unit="variant",
+               quiet=quiet) as p:
+        results, art = run_suite(data, settings, out_dir / "pose_runs",
+                                 log=lambda msg: (p.note(msg), p.update()))
     results["note"] = GENERATED_NOTE
     results["seconds"] = time.perf_counter() - t0
     figs = make_figures(out_dir, results, art)
