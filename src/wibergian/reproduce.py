@@ -111,6 +111,10 @@ def run_experiment(out: Path, name: str, fn: Callable[..., str], quick: bool,
         if prev.exists():
             prev.rename(here)
             sec.previous = read_section(here)
+    try:
+        prev.parent.rmdir()  # .previous/ when empty
+    except OSError:
+        pass
     if interrupted:
         raise _Interrupted(sec)
     return sec
