@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
             "same DIR starts afresh; an experiment's previous result is replaced only when "
             "its rerun succeeds (a failed rerun keeps it and the report shows both), and "
             "experiments not rerun (--only) keep their earlier sections. Progress: one bar or "
-            "line per phase with the time left; --quiet prints one line per experiment. "
+            "line per phase with the time left; --quiet prints one line per finished phase. "
             "Times on 2 cores: see README.md."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--only", nargs="+", choices=EXPERIMENTS, metavar="NAME",
                      help=f"run only these experiments (from {', '.join(EXPERIMENTS)})")
     rep.add_argument("--quiet", action="store_true",
-                     help="one line per experiment (name, time) instead of progress bars")
+                     help="one line per finished phase (name, time) instead of progress bars")
     rep.set_defaults(func=cmd_reproduce)
     return parser
 
