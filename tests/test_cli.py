@@ -94,7 +94,8 @@ def test_reproduce_keeps_sections_when_one_fails_and_exits_1(tmp_path, monkeypat
         fake = types.ModuleType(f"wibergian.experiments.{name}.cli")
         fake.reproduce = fn
         monkeypatch.setitem(sys.modules, f"wibergian.experiments.{name}.cli", fake)
-    monkeypatch.setitem(sys.modules, "wibergian.experiments.fusion.cli", None)  # "missing"
+    for name in ("fusion", "endtoend"):  # "missing"
+        monkeypatch.setitem(sys.modules, f"wibergian.experiments.{name}.cli", None)
     rc = cli.main(["reproduce", "--quick", "--out", str(tmp_path), "--quiet"])
     assert rc == 1
     report = (tmp_path / "report.md").read_text()
@@ -102,7 +103,7 @@ def test_reproduce_keeps_sections_when_one_fails_and_exits_1(tmp_path, monkeypat
     assert "![f](ransac/fig.png)" in report  # link rebased onto the report folder
     assert "| pose | failed |" in report and "deliberate failure for the test" in report
     assert "RuntimeError" in report
-    assert "| fusion | not available |" in report
+    assert "| fusion | not available |" in report and "| endtoend | not available |" in report
     assert "1 experiment(s) failed: pose" in capsys.readouterr().err
 
 
