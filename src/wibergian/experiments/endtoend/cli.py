@@ -45,9 +45,14 @@ def cmd_study(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     spec = LineSpec(n_points=args.n_points, outlier_frac=args.outlier_frac,
                     noise_bad=args.noise_bad, n_hypotheses=args.n_hypotheses)
-    log = getattr(args, "log", None) or (print if not args.quiet else (lambda *_: None))
-    res = run_study(out, _study_settings(args), spec, log=log,
-                    resume=getattr(args, "resume", False))
+    st = _study_settings(args)
+    log = getattr(args, "log", None)
+    with contextlib.ExitStack() as stack:
+        if log is None:  # the command itself: a progress display over the method x seed runs
+            p = stack.enter_context(phase("endtoend study", len(st.seeds) * len(st.methods),
+                                          unit="run", quiet=args.quiet))
+            log = lambda msg: (p.note(msg), p.update())  # noqa: E731
+        res = run_study(out, st, spec, log=log, resume=getattr(args, "resume", False))
     plot_endtoend(res["records"], out / "endtoend.png")
     plot_grad_norms(out, out / "grad_norms.png")
     print(f"\n{LABEL}; held-out test set: {res['test_set']}\n")
