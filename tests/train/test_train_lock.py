@@ -189,3 +189,15 @@ def test_worker_stops_cleanly_when_its_launcher_is_killed(tmp_path):
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait()
+
+
+def test_lock_works_without_hard_links(tmp_path, monkeypatch, live_pid):
+    def no_link(*a, **k):
+        raise PermissionError("hard links not supported here")
+
+    monkeypatch.setattr(os, "link", no_link)
+    with RunLock(tmp_path):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pids"] == [os.getpid()]
+        with pytest.raises(RunLockedError):
+            RunLock(tmp_path, pids=[live_pid]).acquire()  # another writer: refused
+    assert not (tmp_path / LOCK_NAME).exists()

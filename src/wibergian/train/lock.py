@@ -109,7 +109,7 @@ class RunLock:
         try:
             for _ in range(5):
                 try:
-                    os.link(tmp, self.path)  # atomic: fails if a lock exists
+                    self._create(tmp)
                     self.held = True
                     return self
                 except FileExistsError:
@@ -135,6 +135,17 @@ class RunLock:
                                  "it; is another run starting in the same folder?")
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _create(self, tmp: Path) -> None:
+        """Create the lock from the complete file ``tmp``; `FileExistsError` if one exists."""
+        try:
+            os.link(tmp, self.path)  # atomic, and readers never see a half-written lock
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: exclusive create, then write
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(tmp.read_text())
 
     def release(self) -> None:
         """Remove the lock if it is still ours."""
