@@ -148,3 +148,19 @@ def test_a_live_reproduce_in_the_folder_refuses_a_second(tmp_path, monkeypatch, 
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_ctrl_c_during_a_rerun_keeps_the_previous_result(tmp_path, monkeypatch):
+    _install(monkeypatch, pose=_tiny("kept"))
+    assert cli.main(["reproduce", "--quick", "--out", str(tmp_path), "--quiet"]) == 0
+
+    def interrupted(out_dir, quick):
+        out_dir.mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    _install(monkeypatch, pose=interrupted)
+    assert cli.main(["reproduce", "--quick", "--out", str(tmp_path), "--quiet"]) == 130
+    text = (tmp_path / "report.md").read_text()
+    assert "interrupted (Ctrl-C)" in text and "## tiny kept" in text
+    assert (tmp_path / "pose" / "fig.png").read_text() == "kept"
+    assert not (tmp_path / LOCK_NAME).exists()
