@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .adjoint import AdjointSpec, ArgminFunction
+from .adjoint import AdjointSpec
 from .derivatives import energy_value, gradient, gradient_and_hessian, hvp_operator
 from .energy import EnergyFn
+from .function import attach_derivatives, autodiff_entry
 from .linsolve import REGULARISERS, HessianFactor, cg_solve, choose_backend, dense_solve
 from .solvers import LBFGS, BlackBox, NewtonTrustRegion, QuadraticSolve, best_candidate
 from .solvers.base import Solver
@@ -156,6 +157,7 @@ def _final_step(
     return y_out, ok, stats.fallbacks
 
 
+@autodiff_entry
 def argmin(
     energy: EnergyFn,
     y0: Tensor,
@@ -285,11 +287,5 @@ def argmin(
     spec = AdjointSpec(energy, float(damping), regulariser, backend, adjoint, cg_tol, cg_max_iter,
                        record=info.backward, factor=factor if adjoint == "implicit" else None)
     y_point = y_pre if adjoint == "newton_step" else y_star
-    needs_graph = torch.is_grad_enabled() and any(
-        p.is_floating_point() and p.requires_grad for p in params
-    )
-    if needs_graph:
-        out = ArgminFunction.apply(spec, y_star, y_point, *params)
-    else:
-        out = y_star.clone()
+    out = attach_derivatives(spec, y_star, y_point, y0, params)
     return (out, info) if return_info else out
