@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
+import inspect
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -129,12 +131,12 @@ class ArgminFunction(torch.autograd.Function):
         solve, _, *params = inputs
         ctx.spec = solve.spec
         ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(output[0], output[1], *params)
+        ctx.save_for_backward(output[1], *params)  # not y* itself: it may be edited in place
         ctx.save_for_forward(output[1], *params)
 
     @staticmethod
     def backward(ctx: Any, grad_y: Tensor, _grad_point: Tensor | None) -> tuple:
-        y_star, y_point, *params = ctx.saved_tensors
+        y_point, *params = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[2:])
         spec: AdjointSpec | None = ctx.spec
         if spec is None or not any(needs):
@@ -142,7 +144,10 @@ class ArgminFunction(torch.autograd.Function):
                                   for p, n in zip(params, needs, strict=True)])
         try:
             if torch.is_grad_enabled() and not _transforms_active() and spec.regulariser == "ridge":
-                point = y_star if spec.mode == "implicit" else y_point  # create_graph=True
+                # create_graph=True: y* re-attached to w by this same rule, so second-order
+                # terms see argmin's derivative (the pre-step point is fixed for newton_step)
+                point = (ArgminFunction.apply(_Solved(spec, y_point, y_point), y_point, *params)[0]
+                         if spec.mode == "implicit" else y_point)
                 return (None, None, *vjp_graph(spec, point, params, grad_y))
             grads = iter(_VJP.apply(spec, needs, y_point, grad_y, *params))
         except RuntimeError as err:
@@ -257,9 +262,10 @@ def attach_derivatives(spec: AdjointSpec, y_star: Tensor, y_point: Tensor, y0: T
 _COMPILED = (
     "the energy is a torch.compile'd function or module: autograd cannot take the double "
     "backward of a compiled graph, which argmin needs for the Hessian. Pass the plain "
-    "(uncompiled) energy and argmin(..., compile=True), which compiles the derivative functions "
-    "instead, or declare closed-form gradient/hessian on the energy (see wibergian.energy)."
+    "(uncompiled) energy{}, or declare closed-form gradient/hessian on the energy (see "
+    "wibergian.energy)."
 )
+_COMPILE_OPTION = " with argmin(..., compile=True), which compiles the derivative functions instead"
 
 
 def _is_compiled(energy: Any) -> bool:
@@ -274,7 +280,7 @@ def autodiff_entry(impl: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(impl)
     def argmin(energy: Any, y0: Any, params: Any = (), **options: Any) -> Any:
         if _is_compiled(energy):
-            raise TypeError(f"argmin: {_COMPILED}")
+            raise TypeError(f"argmin: {compiled}")
         if isinstance(params, Tensor):
             params = (params,)
         if torch.is_inference_mode_enabled():
@@ -291,7 +297,22 @@ def autodiff_entry(impl: Callable[..., Any]) -> Callable[..., Any]:
             return impl(energy, y0, params, **options)
         except RuntimeError as err:
             if "does not currently support double backward" in str(err):
-                raise RuntimeError(f"argmin: part of {_COMPILED}") from err
+                raise RuntimeError(f"argmin: part of {compiled}") from err
             raise
 
-    return torch.compiler.disable(argmin)
+    disabled: list[Callable[..., Any]] = []
+    compiled = _COMPILED.format(
+        _COMPILE_OPTION if "compile" in inspect.signature(impl).parameters else "")
+
+    @functools.wraps(impl)
+    def entry(*args: Any, **kwargs: Any) -> Any:
+        # never traced by torch.compile (its pieces would be compiled, and autograd cannot take
+        # the double backward of a compiled graph). Dynamo is imported lazily: importing it
+        # here would add seconds to `import wibergian`, and without it nothing is compiling.
+        if "torch._dynamo" not in sys.modules:
+            return argmin(*args, **kwargs)
+        if not disabled:
+            disabled.append(torch.compiler.disable(argmin))
+        return disabled[0](*args, **kwargs)
+
+    return entry

@@ -224,7 +224,11 @@ def test_damped_double_backward_is_the_derivative_of_the_damped_gradient_map():
     ps = [*params[:k], w, *params[k + 1:]]
     y = _solve(energy, y0, ps, damping=lam)
     (g,) = torch.autograd.grad(_loss(y), w, create_graph=True)
-    (h,) = torch.autograd.grad(g, w)
+    (h,) = torch.autograd.grad(g, w, retain_graph=True)
+    y.add_(1.0)  # the output is not saved for backward: editing it in place stays allowed
+    y.sub_(1.0)
+    (g_again,) = torch.autograd.grad(_loss(y), w)
+    assert torch.allclose(g_again, g.detach(), rtol=1e-12)
 
     spec = AdjointSpec(energy, lam, "ridge", "dense", "implicit")
 
@@ -293,8 +297,11 @@ def test_refusals_name_the_alternative():
     with pytest.raises(RuntimeError, match="torch.func.jacrev"):
         torch.autograd.functional.jacobian(
             lambda a: _solve(energy, y0, (*params[:2], a)), params[2], vectorize=True)
-    with pytest.raises(TypeError, match="compile=True"):
+    with pytest.raises(TypeError, match="Pass the plain"):
         wibergian.argmin(torch.compile(energy), y0, params)
+    hidden = torch.compile(energy, backend="aot_eager")  # compiled inside a plain function
+    with pytest.raises(RuntimeError, match="Pass the plain"):
+        wibergian.argmin(lambda y, *ps: hidden(y, *ps), y0, params)
 
 
 def test_torch_compile_of_a_model_containing_argmin_matches_eager():
@@ -304,7 +311,7 @@ def test_torch_compile_of_a_model_containing_argmin_matches_eager():
         return _loss(_solve(energy, y0, (params[0], torch.tanh(c), params[2])))
 
     grads = []
-    for fn in (model, torch.compile(model, backend="aot_eager")):
+    for fn in (torch.compile(model, backend="aot_eager"), model):  # compiled first
         c = params[1].clone().requires_grad_(True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
