@@ -284,6 +284,45 @@ def test_newton_step_double_backward_differentiates_the_step_exactly():
     assert h_ref.abs() > 1e-3
 
 
+class _DeclaredLogSumExp:
+    """logsumexp with closed-form gradient, Hessian and Hessian-vector operator."""
+
+    def __call__(self, y, w, c, alpha):
+        return torch.logsumexp(y @ w.T + c, dim=-1) + 0.5 * alpha * (y * y).sum(-1)
+
+    def gradient(self, y, w, c, alpha):
+        return torch.softmax(y @ w.T + c, dim=-1) @ w + alpha * y
+
+    def hessian(self, y, w, c, alpha):
+        p = torch.softmax(y @ w.T + c, dim=-1)
+        cov = torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
+        return w.T @ cov @ w + alpha * torch.eye(y.shape[1], dtype=y.dtype)
+
+    def hvp_operator(self, y, w, c, alpha):
+        p = torch.softmax(y @ w.T + c, dim=-1)
+
+        def apply(v):
+            wv = v @ w.T
+            return (p * wv - p * (p * wv).sum(-1, keepdim=True)) @ w + alpha * v
+
+        return apply
+
+
+@pytest.mark.parametrize("backend", ["dense", "cg"])
+def test_declared_closed_forms_give_the_same_jvp_and_hessian(backend):
+    energy, y0, params = _case("logsumexp")
+    tans = _tangents(params)
+    out = []
+    for e in (energy, _DeclaredLogSumExp()):
+        kw = {"damping": 0.0, "linear_solver": backend}
+        _, t = torch.func.jvp(lambda *ps, e=e, kw=kw: _solve(e, y0, ps, **kw), params, tans)
+        h = torch.autograd.functional.hessian(
+            lambda a, e=e, kw=kw: _loss(_solve(e, y0, (*params[:2], a), **kw)), params[2])
+        out.append((t, h))
+    for ref, got in zip(*out, strict=True):
+        assert torch.allclose(got, ref, rtol=1e-8, atol=1e-10)
+
+
 # ---------------------------------------------------------------- refused, clearly
 def test_refusals_name_the_alternative():
     energy, y0, params = _case("logsumexp")
