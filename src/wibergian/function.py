@@ -143,7 +143,12 @@ class ArgminFunction(torch.autograd.Function):
             return (None, None, *[torch.zeros_like(p) if n else None
                                   for p, n in zip(params, needs, strict=True)])
         try:
-            if torch.is_grad_enabled() and not _transforms_active() and spec.regulariser == "ridge":
+            # a graph of the backward is wanted (create_graph=True) and the parameters carry one
+            # (torch.func's vjp_fn also runs with grad enabled, on tensors of an exited level:
+            # those say requires_grad, but a view of them does not)
+            graph = torch.is_grad_enabled() and not _transforms_active() and any(
+                p.view_as(p).requires_grad for p, n in zip(params, needs, strict=True) if n)
+            if graph and spec.regulariser == "ridge":
                 # create_graph=True: y* re-attached to w by this same rule, so second-order
                 # terms see argmin's derivative (the pre-step point is fixed for newton_step)
                 point = (ArgminFunction.apply(_Solved(spec, y_point, y_point), y_point, *params)[0]

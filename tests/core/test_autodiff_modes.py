@@ -132,8 +132,15 @@ def test_func_grad_equals_autograd_backward_and_returns_info():
 
     got = torch.func.grad(loss)(params[0])
     w = params[0].clone().requires_grad_(True)
-    (_solve(energy, y0, (w, *params[1:])) ** 2).sum().backward()
+    y = _solve(energy, y0, (w, *params[1:]))
+    (y ** 2).sum().backward()
     assert torch.allclose(got, w.grad, rtol=1e-10)
+    y_f, vjp_fn = torch.func.vjp(lambda a: _solve(energy, y0, (w.detach(), *params[1:2], a)),
+                                 params[2])
+    (g_alpha,) = vjp_fn(2 * y_f)
+    alpha = params[2].clone().requires_grad_(True)
+    (_solve(energy, y0, (w.detach(), params[1], alpha)) ** 2).sum().backward()
+    assert torch.allclose(g_alpha, alpha.grad, rtol=1e-10)
 
 
 def test_vmap_over_parameters_equals_a_loop_and_composes_with_grad():
@@ -333,6 +340,9 @@ def test_refusals_name_the_alternative():
         torch.autograd.grad(g, w)
     with pytest.raises(RuntimeError, match="torch.autograd.functional.hessian"):
         torch.func.hessian(lambda a: _loss(_solve(energy, y0, (*params[:2], a))))(params[2])
+    with pytest.raises(RuntimeError, match="create_graph=True"):
+        torch.func.grad(torch.func.grad(lambda a: _loss(_solve(energy, y0, (*params[:2], a)))))(
+            params[2])
     with pytest.raises(RuntimeError, match="torch.func.jacrev"):
         torch.autograd.functional.jacobian(
             lambda a: _solve(energy, y0, (*params[:2], a)), params[2], vectorize=True)
