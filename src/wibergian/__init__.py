@@ -5,7 +5,16 @@ the trust-region damped implicit derivative ``dy*/dw = -(H + λI)^-1 ∂(∇_y E
 (Toso, Campbell & Russell, NeurIPS 2019).
 """
 
-from .argmin import ArgminInfo, FallbackWarning, NonConvergenceWarning, argmin
+from .argmin import ArgminInfo, argmin
+from .errors import (
+    FallbackWarning,
+    LinearSolveError,
+    NonConvergenceWarning,
+    NonFiniteDerivativeError,
+    NonSmoothWarning,
+    WibergianError,
+    WibergianWarning,
+)
 from .jacobian import argmin_jacobian
 from .layer import ArgminLayer
 from .lstsq import lstsq
@@ -19,9 +28,14 @@ __all__ = [
     "ArgminLayer",
     "BlackBox",
     "FallbackWarning",
+    "LinearSolveError",
     "NewtonTrustRegion",
     "NonConvergenceWarning",
+    "NonFiniteDerivativeError",
+    "NonSmoothWarning",
     "SolveResult",
+    "WibergianError",
+    "WibergianWarning",
     "argmin",
     "argmin_jacobian",
     "lstsq",

@@ -43,7 +43,6 @@ definite, and the semi-definiteness test (a second factorisation) is skipped.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +52,8 @@ from torch import Tensor
 
 from .derivatives import gradient_graph, hessian_from_graph
 from .energy import EnergyFn, closed_hessian
-from .linsolve import HessianFactor, SolveStats, cg_solve, dense_solve
+from .errors import FallbackWarning, NonFiniteDerivativeError, nonfinite_derivative, warn
+from .linsolve import HessianFactor, SolveStats, cap_to_bound, cg_solve, dense_solve
 
 
 @dataclass
@@ -69,6 +69,7 @@ class AdjointSpec:
     cg_max_iter: int | None = None
     record: dict[str, Any] = field(default_factory=dict)  # backward diagnostics land here
     factor: HessianFactor | None = None  # the forward's Cholesky factor at y*, if any
+    warn: bool = True  # FallbackWarning from the backward (argmin's warn=)
 
 
 def _live(params: Sequence[Tensor], needs: Sequence[bool]) -> list[Tensor]:
@@ -142,7 +143,13 @@ def vjp(
     with torch.enable_grad():
         live = _live(params, needs)
         yv, g = gradient_graph(spec.energy, y_point, live)
+        ours = torch.isfinite(grad_out).all(-1)  # a NaN ȳ from upstream passes through as NaN
+        _raise_if_nonfinite(ours & ~torch.isfinite(g.detach()).all(-1), "gradient ∇_y E")
         u, stats = _regularised_solve(spec, yv, g, grad_out.detach(), live)
+        if stats.nonfinite_mask is not None:
+            _raise_if_nonfinite(ours & stats.nonfinite_mask, "Hessian ∇²_y E"
+                                if spec.backend == "dense" else "Hessian-vector product")
+        u, capped = cap_to_bound(u, grad_out.detach(), spec.damping)
         if spec.mode == "implicit":
             s = (g * u).sum()
         else:
@@ -154,13 +161,19 @@ def vjp(
             torch.autograd.grad(s, targets, allow_unused=True) if targets and s.requires_grad
             else [None] * len(targets)
         )
-    if stats.fallbacks:
-        warnings.warn(
-            f"argmin backward: {stats.fallbacks} of {grad_out.shape[0]} problems had a "
-            "non-positive-definite (H + λI); used the eigenvalue-clamp fallback (counted in "
-            "info.backward['backward_fallbacks'])",
-            RuntimeWarning,
-            stacklevel=3,
+    for q, gq in zip(targets, grads, strict=True):
+        if gq is not None and bool(ours.all()) and not bool(torch.isfinite(gq).all()):
+            raise NonFiniteDerivativeError(
+                f"argmin backward: the parameter gradient (shape {tuple(q.shape)}) is not "
+                "finite although ∇_y E and the linear solve are: the mixed derivative "
+                "∂(∇_y E)/∂w is NaN/Inf at the solution (a non-differentiable point of the "
+                "energy in w, or an overflow)")
+    if stats.fallbacks and spec.warn:
+        warn(
+            f"argmin backward: {stats.fallbacks} of {grad_out.shape[0]} problems had a Hessian "
+            "that is not positive semi-definite (a saddle or a non-converged point); used the "
+            "bound-preserving fallback (counted in info.backward['backward_fallbacks'])",
+            FallbackWarning,
         )
     spec.record.update(
         reused_factor=stats.reused_factor,
@@ -169,6 +182,8 @@ def vjp(
         min_eigenvalue=stats.min_eigenvalue,
         backward_residual=stats.residual,
         cg_iterations=stats.iterations,
+        cg_shifted=stats.shifted,
+        bound_capped=int(capped.sum()),
     )
     out: list[Tensor | None] = []
     it = iter(grads)
@@ -181,20 +196,26 @@ def vjp(
     return out
 
 
-def _report(spec: AdjointSpec, stats: SolveStats, b: int, what: str) -> None:
-    """Warn about and record the fallbacks of a JVP or differentiable-VJP solve."""
-    if stats.fallbacks:
-        warnings.warn(
-            f"argmin {what}: {stats.fallbacks} of {b} problems had a non-positive-definite "
-            "(H + λI); used the eigenvalue-clamp fallback (counted in "
-            "info.backward['backward_fallbacks'])",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+def _report(spec: AdjointSpec, stats: SolveStats, b: int, what: str, capped: Tensor) -> None:
+    """Warn about and record the fallbacks of a JVP or differentiable-VJP solve (as ``vjp``)."""
+    if stats.nonfinite_mask is not None:
+        _raise_if_nonfinite(stats.nonfinite_mask, "Hessian ∇²_y E" if spec.backend == "dense"
+                            else "Hessian-vector product")
+    if stats.fallbacks and spec.warn:
+        warn(f"argmin {what}: {stats.fallbacks} of {b} problems had a Hessian that is not "
+             "positive semi-definite (a saddle or a non-converged point); used the "
+             "bound-preserving fallback (counted in info.backward['backward_fallbacks'])",
+             FallbackWarning)
     spec.record.update(backward_fallbacks=stats.fallbacks,
                        backward_fallback_mask=stats.fallback_mask,
                        min_eigenvalue=stats.min_eigenvalue, backward_residual=stats.residual,
-                       cg_iterations=stats.iterations, reused_factor=stats.reused_factor)
+                       cg_iterations=stats.iterations, reused_factor=stats.reused_factor,
+                       cg_shifted=stats.shifted, bound_capped=int(capped.sum()))
+
+
+def _raise_if_nonfinite(mask: Tensor | None, quantity: str) -> None:
+    if mask is not None and bool(mask.any()):
+        raise nonfinite_derivative("argmin backward (at the solution)", quantity, mask)
 
 
 def _directional(f: Tensor, targets: Sequence[Tensor], tangents: Sequence[Tensor]) -> Tensor:
@@ -226,6 +247,8 @@ def jvp(
         pairs = [(q, t.to(q.dtype)) for q, t, n in zip(live, tangents, needs, strict=True) if n]
         r = (_directional(f, [q for q, _ in pairs], [t for _, t in pairs]) if pairs
              and f.requires_grad else torch.zeros_like(g))
+        _raise_if_nonfinite(~torch.isfinite(g.detach()).all(-1), "gradient ∇_y E")
         x, stats = _regularised_solve(spec, yv, g, r.detach(), live)
-    _report(spec, stats, y_point.shape[0], "forward-mode derivative")
-    return -x.detach()
+        x, capped = cap_to_bound(x.detach(), r.detach(), spec.damping)
+    _report(spec, stats, y_point.shape[0], "forward-mode derivative", capped)
+    return -x

@@ -7,7 +7,6 @@ makes an inexact minimum the fixed point that the implicit gradient assumes. Bac
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,20 +15,17 @@ import torch
 from torch import Tensor
 
 from .adjoint import AdjointSpec
+from .checks import check_candidates, check_damping, start_energy
 from .derivatives import energy_value, gradient, gradient_and_hessian, hvp_operator
 from .energy import EnergyFn
+from .errors import FallbackWarning, NonConvergenceWarning, NonSmoothWarning
+from .errors import warn as _warn
 from .function import attach_derivatives, autodiff_entry
 from .linsolve import REGULARISERS, HessianFactor, cg_solve, choose_backend, dense_solve
 from .solvers import LBFGS, BlackBox, NewtonTrustRegion, QuadraticSolve, best_candidate
 from .solvers.base import Solver
 
-
-class NonConvergenceWarning(RuntimeWarning):
-    """Some problems of a batch did not converge in the inner solver."""
-
-
-class FallbackWarning(RuntimeWarning):
-    """A linear solve met a non-positive-definite matrix and used the documented fallback."""
+__all__ = ["ArgminInfo", "FallbackWarning", "NonConvergenceWarning", "argmin"]
 
 
 @dataclass
@@ -47,10 +43,14 @@ class ArgminInfo:
         final_step_accepted: ``(B,)`` whether the final damped Newton step was kept (it is
             rejected where it would raise the energy).
         forward_fallbacks: problems whose final-step solve needed the eigenvalue fallback.
+        perturbed_starts: problems whose start the solver moved because the energy's
+            derivatives were not finite there (``solvers/nonfinite.py``).
         backward: filled by the backward pass: ``backward_fallbacks`` (count),
             ``min_eigenvalue`` (``(B,)`` where an eigendecomposition ran), ``backward_residual``
             (``(B,)`` relative residual of the linear solve), ``cg_iterations``,
-            ``reused_factor`` (the solver's Cholesky factor served the backward).
+            ``reused_factor`` (the solver's Cholesky factor served the backward),
+            ``cg_shifted`` (CG problems re-solved with a shift after negative curvature),
+            ``bound_capped`` (problems whose ``u`` the ``1/λ`` cap shrank beyond rounding).
     """
 
     iterations: Tensor
@@ -61,6 +61,7 @@ class ArgminInfo:
     final_step_accepted: Tensor | None = None
     forward_fallbacks: int = 0
     backend: str = "dense"
+    perturbed_starts: int = 0
     backward: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -102,6 +103,14 @@ def _check_inputs(y0: Any, params: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
         )
     if not y0.is_floating_point():
         raise TypeError(f"y0 must be floating point (float32 or float64); got {y0.dtype}")
+    if y0.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"y0 is {y0.dtype}: half precision is not supported (the solvers need LAPACK, which "
+            "has no half-precision routines); use float32: y0.float() and p.float() for params"
+        )
+    if y0.shape[1] == 0:
+        raise ValueError(f"y0 has n = 0 unknowns per problem (shape {tuple(y0.shape)}); "
+                         "there is nothing to minimise")
     if isinstance(params, Tensor):
         params = (params,)
     if not isinstance(params, (tuple, list)):
@@ -157,6 +166,31 @@ def _final_step(
     return y_out, ok, stats.fallbacks
 
 
+def _forward_warnings(info: ArgminInfo, b: int) -> None:
+    """The forward pass's warnings, attributed to the caller's line."""
+    if info.perturbed_starts:
+        _warn(f"argmin: the energy's derivatives were not finite at the start of "
+              f"{info.perturbed_starts} of {b} problems (a non-differentiable point such as "
+              "sqrt(||y - x||²) at y = x); the solver started from a slightly moved point "
+              "(counted in info.perturbed_starts)", NonSmoothWarning)
+    lost = int((~torch.isfinite(info.grad_norm)).sum())
+    if lost:
+        _warn(f"argmin: {lost} of {b} problems end at a point where the energy is finite but its "
+              "gradient is NaN/Inf (a non-differentiable point such as sqrt(||y - x||²) at "
+              "y = x); a backward pass through them raises NonFiniteDerivativeError",
+              NonSmoothWarning)
+    if info.num_not_converged > lost:
+        worst = float(info.grad_norm.nan_to_num(0.0, 0.0, 0.0).max())
+        _warn(f"argmin: {info.num_not_converged - lost} of {b} problems did not converge "
+              f"(max ||∇E|| = {worst:.3g}); gradients there are approximate",
+              NonConvergenceWarning)
+    if info.forward_fallbacks:
+        _warn(f"argmin: the final Newton step met a Hessian that is not positive semi-definite "
+              f"in {info.forward_fallbacks} of {b} problems (a saddle or a non-converged point); "
+              "used the eigenvalue-clamp fallback (counted in info.forward_fallbacks)",
+              FallbackWarning)
+
+
 @autodiff_entry
 def argmin(
     energy: EnergyFn,
@@ -204,14 +238,16 @@ def argmin(
         max_iter, tol: passed to a solver named by string.
         cg_tol, cg_max_iter: conjugate-gradient settings of the matrix-free back end.
         return_info: also return an :class:`ArgminInfo`.
-        warn: warn (once per call site) when problems do not converge or need fallbacks.
+        warn: warn (once per call site; the warning names the caller's line, or for the backward
+            the ``loss.backward()`` line) when problems do not converge, need fallbacks (forward
+            final step or backward) or had their start moved; ``False`` silences all of them.
+            The classes are in ``wibergian.errors`` (all subclasses of ``WibergianWarning``).
 
     Returns:
         ``y*`` ``(B, n)`` (and the info when ``return_info``).
     """
     y0, params = _check_inputs(y0, params)
-    if damping < 0 or damping != damping:
-        raise ValueError(f"damping must be >= 0; got {damping}")
+    damping = check_damping(damping)
     if regulariser not in REGULARISERS:
         raise ValueError(f"regulariser must be one of {REGULARISERS}; got {regulariser!r}")
     if adjoint not in ("implicit", "newton_step"):
@@ -237,15 +273,9 @@ def argmin(
 
     start_index = None
     if candidates is not None:
-        if candidates.dim() != 3 or candidates.shape[0] != b or candidates.shape[2] != n:
-            raise ValueError(
-                f"candidates must have shape ({b}, C, {n}); got {tuple(candidates.shape)}"
-            )
+        check_candidates(candidates, candidate_mask, y0)
         y0, start_index = best_candidate(energy, candidates, params, candidate_mask)
-    e0 = energy_value(energy, y0.detach(), [p.detach() for p in params])
-    if not bool(torch.isfinite(e0).all()):
-        bad = torch.nonzero(~torch.isfinite(e0)).flatten().tolist()[:10]
-        raise ValueError(f"the energy is not finite at the start point of problems {bad}")
+    start_energy(energy, y0, params)
 
     result = inner.minimize(energy, y0.detach(), [p.detach() for p in params])
     y_pre = result.y.detach()
@@ -267,25 +297,29 @@ def argmin(
         if moved or g is None or e is None:  # else the solver's own, at this very point
             g = gradient(energy, y_star, ps)
             e = energy_value(energy, y_star, ps)
+        lost = ~torch.isfinite(g).all(-1)
+        if moved and bool((lost & accepted).any()):  # the final step landed on a kink: undo it
+            accepted = accepted & ~lost
+            y_star = torch.where(accepted.unsqueeze(-1), y_star, y_pre)
+            g, e = gradient(energy, y_star, ps), energy_value(energy, y_star, ps)
+            lost = ~torch.isfinite(g).all(-1)
+    perturbed = getattr(result, "perturbed", None)
     info = ArgminInfo(
         iterations=result.iterations,
-        converged=result.converged,
+        converged=result.converged & ~lost,
         grad_norm=g.norm(dim=-1),
         energy=e,
         start_index=start_index,
         final_step_accepted=accepted,
         forward_fallbacks=fwd_fb,
         backend=backend,
+        perturbed_starts=0 if perturbed is None else int(perturbed.sum()),
     )
-    if warn and info.num_not_converged:
-        warnings.warn(
-            f"argmin: {info.num_not_converged} of {b} problems did not converge "
-            f"(max ||∇E|| = {float(info.grad_norm.max()):.3g}); gradients there are approximate",
-            NonConvergenceWarning,
-            stacklevel=2,
-        )
+    if warn:
+        _forward_warnings(info, b)
     spec = AdjointSpec(energy, float(damping), regulariser, backend, adjoint, cg_tol, cg_max_iter,
-                       record=info.backward, factor=factor if adjoint == "implicit" else None)
+                       record=info.backward, factor=factor if adjoint == "implicit" else None,
+                       warn=warn)
     y_point = y_pre if adjoint == "newton_step" else y_star
     out = attach_derivatives(spec, y_star, y_point, y0, params)
     return (out, info) if return_info else out

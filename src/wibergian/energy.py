@@ -47,13 +47,33 @@ class HasHessian(Protocol):
     def hessian(self, y: Tensor, *params: Tensor) -> Tensor: ...
 
 
+def _shape_checked(fn: Callable[..., Tensor], name: str, hessian: bool) -> Callable[..., Tensor]:
+    """``fn`` with its output shape checked: ``(B, n)`` (gradient) or ``(B, n, n)`` (Hessian)."""
+
+    def checked(y: Tensor, *params: Tensor) -> Tensor:
+        out = fn(y, *params)
+        want = (*y.shape, y.shape[-1]) if hessian else tuple(y.shape)
+        if not isinstance(out, Tensor) or tuple(out.shape) != want:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"energy.{name}(y, *params) must return shape {want} for y of shape "
+                f"{tuple(y.shape)} (one {'n × n Hessian' if hessian else 'gradient'} per "
+                f"problem); it returned {got}"
+            )
+        return out
+
+    return checked
+
+
 def closed_gradient(energy: EnergyFn) -> Callable[..., Tensor] | None:
-    """The energy's declared gradient, or ``None`` when autograd must be used."""
+    """The energy's declared gradient (its output shape checked), or ``None`` when autograd
+    must be used."""
     fn = getattr(energy, "gradient", None)
-    return fn if callable(fn) else None
+    return _shape_checked(fn, "gradient", False) if callable(fn) else None
 
 
 def closed_hessian(energy: EnergyFn) -> Callable[..., Tensor] | None:
-    """The energy's declared Hessian, or ``None`` when autograd must be used."""
+    """The energy's declared Hessian (its output shape checked), or ``None`` when autograd
+    must be used."""
     fn = getattr(energy, "hessian", None)
-    return fn if callable(fn) else None
+    return _shape_checked(fn, "hessian", True) if callable(fn) else None

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .derivatives import gradient_and_hessian, gradient_graph
 from .energy import EnergyFn
+from .errors import nonfinite_derivative
 from .linsolve import dense_solve
 
 
@@ -39,7 +40,11 @@ def argmin_jacobian(
     """
     y_star = y_star.detach()
     b, n = y_star.shape
-    _, h = gradient_and_hessian(energy, y_star, params)
+    g0, h = gradient_and_hessian(energy, y_star, params)
+    for quantity, t in (("gradient ∇_y E", g0), ("Hessian ∇²_y E", h)):
+        bad = ~torch.isfinite(t).reshape(b, -1).all(-1)
+        if bool(bad.any()):
+            raise nonfinite_derivative("argmin_jacobian", quantity, bad)
     out = []
     for k, p in enumerate(params):
         if not p.is_floating_point():

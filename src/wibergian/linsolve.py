@@ -8,17 +8,31 @@ Two regularisers of the Hessian, both bounded by ``1/λ``:
 
 Back ends:
 
-- dense: batched Cholesky of ``H + λI`` (``(B, n, n)``). A problem whose ``H`` is not positive
-  semi-definite (a saddle, a non-converged point; tested by a Cholesky of ``H + tiny·I``), or
-  whose ``H + λI`` fails to factor (``λ = 0`` on a flat minimum), does not crash or return NaN:
-  its eigenvalues are clamped at zero before ``λ`` is added, and at
-  ``tiny = sqrt(eps)·max(1, max|h|)`` when that sum is still not positive. This keeps the
-  ``1/λ`` bound. Such problems are counted as fallbacks.
+- dense: batched Cholesky of ``H + λI`` (``(B, n, n)``). The ``1/λ`` bound needs ``H`` itself
+  positive semi-definite, which a second Cholesky certifies: of ``H - τI`` with
+  ``τ = 4·n·eps·max|h_ij|`` (so ``λ_min(H) ≥ τ - O(n·eps·||H||) ≥ 0``: the test resolves the
+  smallest eigenvalue to the dtype's precision, however large the largest). A problem without
+  the certificate (a saddle, a point the solver did not converge to, a near-singular ``H``) or
+  whose ``H + λI`` fails to factor gets an eigendecomposition: ``Σ q_i q_iᵀ / (max(h_i, 0) + λ)``
+  (at ``λ = 0``, eigenvalues below ``tiny = sqrt(eps)·max(1, max|h|)`` are raised to it). It is
+  counted as a fallback when its smallest eigenvalue is below ``-τ`` (or ``λ = 0``). If
+  ``eigh`` fails to converge, the fallback is a Cholesky solve of ``H + (s + λ)I`` with ``s`` the
+  Gershgorin bound on ``-λ_min(H)`` (cruder, same bound). A problem whose ``H`` or right-hand side
+  is not finite gets ``v = NaN`` and is reported in ``SolveStats.nonfinite_mask``; callers raise
+  (the backward) or reject the step (the final Newton step).
 - ``cg``: conjugate gradients on Hessian-vector products, per problem, each with its own
-  convergence test ``||r_b|| <= tol·||g_b||``. A search direction of negative curvature of
-  ``H`` (or non-positive curvature of ``H + λI``) stops that problem's iteration (counted as a
-  fallback) and returns the iterate reached so far (or
-  ``g/max(λ, tiny)`` when none).
+  convergence test ``||r_b|| <= tol·||g_b||``. The CG coefficients define the Lanczos
+  tridiagonal ``T`` of ``H + λI`` on the Krylov space; an LDLᵀ inertia count of ``T - λI + τI``,
+  updated in O(1) per iteration and problem, detects a Ritz value of ``H`` below ``-τ`` (which
+  proves ``λ_min(H) < 0``: Ritz values lie inside the spectrum). Such a problem (counted as a
+  fallback) is solved again, matrix-free, with ``H + σI``, ``σ = λ - 1.1·θ_min`` from the smallest
+  Ritz value ``θ_min``, and the inertia count repeated on the shifted run (up to three shifts).
+  Cost: each shift is one more CG run over the flagged problems (each iteration one batched
+  Hessian-vector product). The shifted answer keeps the bound but is more biased than the dense
+  eigenvalue clamp (every curvature is raised by ``σ - λ``, not only the negative ones).
+
+Whatever the back end, callers that need the bound (the backward) also cap ``||v|| ≤ ||g||/λ``
+(:func:`cap_to_bound`), so rounding and an undetected tiny negative eigenvalue cannot exceed it.
 """
 
 from __future__ import annotations
@@ -30,9 +44,10 @@ import torch
 from torch import Tensor
 
 from .cholesky import HessianFactor, cholesky, cholesky_apply
+from .spectral import cap_to_bound, eig_fallback, psd_margin
 
-__all__ = ["REGULARISERS", "HessianFactor", "SolveStats", "cg_solve", "cholesky",
-           "cholesky_apply", "choose_backend", "dense_solve"]
+__all__ = ["REGULARISERS", "HessianFactor", "SolveStats", "cap_to_bound", "cg_solve", "cholesky",
+           "cholesky_apply", "choose_backend", "dense_solve", "psd_margin"]
 
 REGULARISERS = ("ridge", "floor")
 _BLOCK_BYTES = 4 << 20  # dense solves run over blocks of problems of about this many bytes
@@ -42,11 +57,14 @@ _BLOCK_BYTES = 4 << 20  # dense solves run over blocks of problems of about this
 class SolveStats:
     """What a batched linear solve did.
 
-    ``fallbacks``: problems that needed the eigenvalue clamp (dense) or hit negative curvature
-    (CG). ``min_eigenvalue``: smallest eigenvalue of ``H`` per problem when an
-    eigendecomposition was computed, else ``None``. ``iterations``: CG iterations per problem.
-    ``residual``: ``||(H + λI) v - g|| / ||g||`` per problem (ridge) when measured.
-    ``reused_factor``: the forward's factorisation was reused (no new factorisation).
+    ``fallbacks``: problems whose ``H`` had a negative eigenvalue beyond rounding (dense: below
+    ``-τ``; CG: a Ritz value below ``-τ``), or whose ``H + λI`` did not factor; they got the
+    documented fallback. ``min_eigenvalue``: smallest eigenvalue of ``H`` per problem when an
+    eigendecomposition was computed (NaN elsewhere), else ``None``. ``iterations``: CG
+    iterations per problem (all runs). ``residual``: ``||(H + λI) v - g|| / ||g||`` per problem
+    (ridge; CG: of the system actually solved) when measured. ``reused_factor``: the forward's
+    factorisation was reused. ``nonfinite_mask``: problems whose ``H`` (or ``H v``) or ``g`` was
+    NaN/Inf; their ``v`` is NaN. ``shifted``: CG problems solved with a shift ``σ > λ``.
     """
 
     fallbacks: int = 0
@@ -55,24 +73,8 @@ class SolveStats:
     iterations: Tensor | None = None
     residual: Tensor | None = None
     reused_factor: bool = False
-
-
-def _tiny(h: Tensor) -> Tensor:
-    eps = torch.finfo(h.dtype).eps ** 0.5
-    scale = h.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
-    return eps * scale
-
-
-def _eig_solve(h: Tensor, g: Tensor, damping: float, regulariser: str) -> tuple[Tensor, Tensor]:
-    """Solve with an eigendecomposition; returns ``(v, eigenvalues)``."""
-    evals, evecs = torch.linalg.eigh(h)
-    if regulariser == "floor":
-        d = evals.clamp_min(damping) if damping > 0 else evals
-    else:
-        d = evals.clamp_min(0.0) + damping
-    d = torch.maximum(d, _tiny(evals))
-    coeff = (evecs.transpose(-1, -2) @ g.unsqueeze(-1)).squeeze(-1) / d
-    return (evecs @ coeff.unsqueeze(-1)).squeeze(-1), evals
+    nonfinite_mask: Tensor | None = None
+    shifted: int = 0
 
 
 def dense_solve(
@@ -92,7 +94,7 @@ def dense_solve(
         g: right-hand sides ``(B, n)``.
         damping: ``λ ≥ 0``.
         regulariser: ``"ridge"`` or ``"floor"``.
-        psd_known: ``H`` is known to be positive semi-definite (skips the test factorisation).
+        psd_known: ``H`` is known to be positive semi-definite (skips the certificate).
         factor: a forward factor of ``H + shift·I`` (see :class:`HessianFactor`): reused when
             ``shift = λ`` (ridge), and its ``shift = 0`` proves ``H`` positive definite.
 
@@ -108,21 +110,22 @@ def dense_solve(
     b = g.shape[0]
     if b == 0:
         stats.fallback_mask = torch.zeros(0, dtype=torch.bool, device=g.device)
+        stats.nonfinite_mask = stats.fallback_mask
         return torch.zeros_like(g), stats
     if factor is not None:
         if factor.solves(damping, regulariser):
             stats.fallback_mask = torch.zeros(b, dtype=torch.bool, device=g.device)
+            stats.nonfinite_mask = stats.fallback_mask
             stats.reused_factor = True
             return cholesky_apply(factor.chol, g), stats
         psd_known = psd_known or factor.proves_positive_definite
     if h is None:
         raise ValueError("dense_solve needs the Hessian unless the factor can be reused")
     if regulariser == "floor":
-        v, evals = _eig_solve(h, g, damping, "floor")
-        stats.min_eigenvalue = evals[:, 0]
-        bad = evals[:, 0] < 0  # an indefinite Hessian: its negative curvature was floored
-        stats.fallback_mask = bad
-        stats.fallbacks = int(bad.sum())
+        v, mins, fallback, nonfinite = eig_fallback(h, g, damping, "floor")
+        stats.min_eigenvalue = mins
+        stats.fallback_mask, stats.nonfinite_mask = fallback, nonfinite
+        stats.fallbacks = int(fallback.sum())
         return v, stats
     n = h.shape[-1]
     rows = max(1, _BLOCK_BYTES // (n * n * h.element_size()))
@@ -132,19 +135,23 @@ def dense_solve(
         hi = min(b, lo + rows)
         v[lo:hi], bad[lo:hi] = _ridge_block(h[lo:hi], g[lo:hi], damping,
                                             psd_check=damping > 0 and not psd_known)
+    fallback = torch.zeros(b, dtype=torch.bool, device=g.device)
+    nonfinite = torch.zeros(b, dtype=torch.bool, device=g.device)
     if bool(bad.any()):
-        v_fb, evals = _eig_solve(h[bad], g[bad], damping, "ridge")
-        v[bad] = v_fb
+        v[bad], mins_bad, fallback[bad], nonfinite[bad] = eig_fallback(
+            h[bad], g[bad], damping, "ridge")
         mins = torch.full((b,), float("nan"), dtype=h.dtype, device=h.device)
-        mins[bad] = evals[:, 0]
+        mins[bad] = mins_bad
         stats.min_eigenvalue = mins
-    stats.fallback_mask = bad
-    stats.fallbacks = int(bad.sum())
+    stats.fallback_mask, stats.nonfinite_mask = fallback, nonfinite
+    stats.fallbacks = int(fallback.sum())
     return v, stats
 
 
 def _ridge_block(h: Tensor, g: Tensor, damping: float, psd_check: bool) -> tuple[Tensor, Tensor]:
-    """``(H + λI)^-1 g`` by Cholesky for one block; returns ``(v, bad)``."""
+    """``(H + λI)^-1 g`` by Cholesky for one block; returns ``(v, bad)``: ``bad`` where the
+    factorisation failed, ``v`` is not finite, or (``psd_check``) ``H`` is not certified
+    positive semi-definite."""
     m = h.clone()  # one work buffer: H with its diagonal shifted in place (no eye broadcasts)
     m_diag = torch.diagonal(m, dim1=-2, dim2=-1)
     m_diag.add_(damping)
@@ -153,15 +160,104 @@ def _ridge_block(h: Tensor, g: Tensor, damping: float, psd_check: bool) -> tuple
     bad = ~ok | ~torch.isfinite(v).all(dim=-1)
     if psd_check:
         # H itself must be positive semi-definite for the 1/λ bound: H + λI can be positive
-        # definite while H has a negative eigenvalue in (-λ, 0), which would amplify by more
-        # than 1/λ. Test H + tiny·I (tiny relative to the scale of H, max|h| without an abs
-        # temporary).
-        scale = torch.maximum(h.amax(dim=(-1, -2)), -h.amin(dim=(-1, -2))).clamp_min(1.0)
-        tiny = (torch.finfo(h.dtype).eps ** 0.5) * scale
-        m_diag.copy_(torch.diagonal(h, dim1=-2, dim2=-1) + tiny[:, None])
+        # definite while H has a negative eigenvalue in (-λ, 0), which amplifies by more than
+        # 1/λ. A Cholesky of H - τI that succeeds certifies λ_min(H) ≥ 0 up to its own
+        # backward error; one that fails sends the problem to the eigendecomposition, which
+        # resolves the smallest eigenvalue to about eps·||H|| (not relative to the largest).
+        m_diag.copy_(torch.diagonal(h, dim1=-2, dim2=-1) - psd_margin(h)[:, None])
         _, ok_psd = cholesky(m)
         bad = bad | ~ok_psd
     return v, bad
+
+
+def _cg_run(
+    hvp: Callable[[Tensor], Tensor],
+    g: Tensor,
+    shift: Tensor,
+    target: Tensor,
+    active: Tensor,
+    tol: float,
+    max_iter: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, list[Tensor], list[Tensor]]:
+    """CG on ``(H + shift_b I) v = g`` for the ``active`` problems, watching the inertia of the
+    Lanczos tridiagonal.
+
+    With CG's ``α_j``, ``β_j`` the tridiagonal of ``A = H + shift·I`` on the Krylov space has
+    diagonal ``1/α_j + β_{j-1}/α_{j-1}`` and off-diagonal ``sqrt(β_j)/α_j``. The LDLᵀ pivots of
+    ``T - target·I`` are updated once per iteration; a negative pivot means a Ritz value of
+    ``A`` below ``target`` (``target = shift - σ_needed + ...``: see ``cg_solve``), and stops that
+    problem. Returns ``(x, iterations, flagged, nonfinite, alphas, betas)``.
+    """
+    b = g.shape[0]
+    x = torch.zeros_like(g)
+    r = g.clone()
+    p = r.clone()
+    rs = (r * r).sum(-1)
+    gnorm = rs.sqrt()
+    active = active & (gnorm > 0)
+    iters = torch.zeros(b, dtype=torch.long, device=g.device)
+    flagged = torch.zeros(b, dtype=torch.bool, device=g.device)
+    broken = torch.zeros(b, dtype=torch.bool, device=g.device)
+    nonfinite = ~torch.isfinite(g).all(-1)
+    active = active & ~nonfinite
+    pivot = torch.ones_like(gnorm)  # d_{j-1} of the LDLᵀ recurrence
+    off2 = torch.zeros_like(gnorm)  # η_{j-1}², the previous off-diagonal squared
+    prev = torch.zeros_like(gnorm)  # β_{j-1}/α_{j-1}
+    alphas: list[Tensor] = []
+    betas: list[Tensor] = []
+    tiny = torch.finfo(g.dtype).tiny
+    for _ in range(max_iter):
+        if not bool(active.any()):
+            break
+        ap = hvp(p) + shift.unsqueeze(-1) * p
+        pap = (p * ap).sum(-1)
+        nonfinite |= active & ~torch.isfinite(pap)
+        broken |= active & (pap <= 0)  # H + shift·I itself is not positive definite
+        active = active & ~nonfinite & ~broken
+        alpha = torch.where(active, rs / torch.where(active, pap, 1.0), 0.0)
+        x = x + alpha.unsqueeze(-1) * p
+        r = r - alpha.unsqueeze(-1) * ap
+        rs_new = (r * r).sum(-1)
+        beta = torch.where(active, rs_new / torch.where(rs > 0, rs, 1.0), 0.0)
+        # Lanczos: T_jj = 1/α_j + β_{j-1}/α_{j-1}; pivot d_j = T_jj - target - η_{j-1}²/d_{j-1}
+        # (rows that stopped keep computing garbage pivots that nothing reads)
+        inv_a = 1.0 / torch.where(active, alpha, 1.0)
+        d = inv_a + prev - target - off2 / pivot
+        flagged |= active & (d < 0)
+        pivot = torch.where(d == 0, tiny, d)
+        prev = beta * inv_a
+        off2 = prev * inv_a
+        alphas.append(alpha)
+        betas.append(beta)
+        iters = iters + active.long()
+        p = torch.where(active.unsqueeze(-1), r + beta.unsqueeze(-1) * p, p)
+        rs = torch.where(active, rs_new, rs)
+        active = active & (rs_new.sqrt() > tol * gnorm)
+    return x, iters, flagged | broken, broken, nonfinite, alphas, betas
+
+
+def _ritz_range(alphas: list[Tensor], betas: list[Tensor], rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Smallest Ritz value of the tridiagonal from CG coefficients for the problems ``rows``
+    (a zero ``α`` marks iterations a problem did not take), and a Gershgorin bound on the
+    largest. Dense ``eigvalsh`` of the ``k × k`` tridiagonal: only flagged problems pay it."""
+    a = torch.stack(alphas, -1)[rows]
+    bt = torch.stack(betas, -1)[rows]
+    k = a.shape[-1]
+    taken = a != 0
+    inv_a = torch.where(taken, 1.0 / torch.where(taken, a, 1.0), 0.0)
+    prev = torch.cat([torch.zeros_like(a[:, :1]), (bt * inv_a)[:, :-1]], -1)
+    diag = torch.where(taken, inv_a + prev, 0.0)
+    off = torch.where(taken[:, 1:], (bt[:, :-1].clamp_min(0).sqrt() * inv_a[:, :-1]), 0.0)
+    big = diag.abs().amax(-1, keepdim=True)
+    if k > 1:
+        big = big + 2 * off.abs().amax(-1, keepdim=True)
+    diag = torch.where(taken, diag, big + 1)  # padding sits above the spectrum
+    t = torch.diag_embed(diag) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    try:
+        lo = torch.linalg.eigvalsh(t.double())[:, 0].to(a.dtype)
+    except torch.linalg.LinAlgError:  # treated as negative curvature of unknown size
+        lo = torch.full_like(big[:, 0], float("nan"))
+    return lo, big[:, 0]
 
 
 def cg_solve(
@@ -171,60 +267,88 @@ def cg_solve(
     *,
     tol: float = 1e-10,
     max_iter: int | None = None,
+    max_shifts: int = 3,
 ) -> tuple[Tensor, SolveStats]:
     """Batched conjugate gradients for ``(H + λI) v = g`` with per-problem convergence.
+
+    Negative curvature of ``H`` is detected from the Lanczos tridiagonal that CG builds: an
+    inertia count flags a Ritz value of ``H`` below 0, and the flagged problems' tridiagonals
+    confirm one below ``-τ``, ``τ = 8·eps·max(1, ||T||)`` (or ``pᵀ(H + λI)p ≤ 0``). Such a
+    problem is solved again with ``H + σI``, ``σ = λ - 1.1·θ`` (``θ``: the smallest Ritz value
+    of ``H`` seen; at most ``-λ`` after a breakdown), up to ``max_shifts`` times while its
+    shifted run still shows a Ritz value of ``H + σI`` below ``λ - τ`` (``σ`` then grows). A
+    problem still flagged
+    after that keeps the last shifted answer (the caller's :func:`cap_to_bound` then enforces
+    the bound).
 
     Args:
         hvp: ``v ↦ H v`` for ``v`` of shape ``(B, n)``.
         g: right-hand sides ``(B, n)``.
-        damping: ``λ ≥ 0`` (ridge only: the floor needs eigenvalues).
+        damping: ``λ ≥ 0`` (ridge only: the floor needs eigenvalues). At ``λ = 0`` the target
+            smallest eigenvalue is ``sqrt(eps)`` instead of ``λ``.
         tol: relative residual at which a problem stops.
-        max_iter: iteration cap (default ``max(10, min(n, 1000))``).
+        max_iter: iteration cap per run (default ``max(10, min(n, 1000))``).
+        max_shifts: shifted re-solves allowed per flagged problem.
 
     Returns:
-        ``v`` ``(B, n)`` and :class:`SolveStats` (iterations, residual, fallbacks).
+        ``v`` ``(B, n)`` and :class:`SolveStats` (iterations, residual, fallbacks, shifted,
+        nonfinite_mask: problems where ``g`` or ``H p`` was NaN/Inf, with ``v = NaN``).
     """
     b, n = g.shape
     max_iter = max_iter if max_iter is not None else max(10, min(n, 1000))
-    x = torch.zeros_like(g)
-    r = g.clone()
-    p = r.clone()
-    rs = (r * r).sum(-1)
-    gnorm = rs.sqrt()
-    active = gnorm > 0
-    iters = torch.zeros(b, dtype=torch.long, device=g.device)
-    negative = torch.zeros(b, dtype=torch.bool, device=g.device)
-    tiny = torch.finfo(g.dtype).eps ** 0.5
-    for _ in range(max_iter):
-        if not bool(active.any()):
+    eps = torch.finfo(g.dtype).eps
+    floor = damping if damping > 0 else eps ** 0.5  # the smallest eigenvalue a shift aims at
+    shift = torch.full((b,), float(damping), dtype=g.dtype, device=g.device)
+    target = torch.full_like(shift, float(damping))  # Ritz values of H + σI must stay above
+    x, iters, flagged, broke, nonfinite, alphas, betas = _cg_run(
+        hvp, g, shift, target, torch.ones(b, dtype=torch.bool, device=g.device), tol, max_iter)
+    theta = torch.zeros_like(shift)  # estimate of λ_min(H) (≤ 0) for confirmed problems
+
+    def confirm(flagged: Tensor, broke: Tensor) -> Tensor:
+        """Flagged problems whose smallest Ritz value of ``H + σI`` is below ``λ`` by more than
+        ``τ = 8·eps·max(1, ||T||)`` (or whose CG broke down); updates ``theta``."""
+        todo = flagged & ~nonfinite
+        if not bool(todo.any()):
+            return todo
+        rows = todo.nonzero().flatten()
+        lo, hi = _ritz_range(alphas, betas, rows)
+        lo = torch.nan_to_num(lo, nan=float("-inf"))
+        tau = 8 * eps * torch.maximum(hi.abs(), torch.ones_like(hi))
+        real = (lo < target[rows] - tau) | broke[rows]
+        est = lo - shift[rows]  # smallest Ritz value of H; a breakdown proves ≤ -shift
+        est = torch.where(broke[rows], torch.minimum(est, -shift[rows]), est)
+        est = torch.nan_to_num(est, nan=-1.0, neginf=-1.0)
+        theta[rows] = torch.where(real, torch.minimum(theta[rows], est.clamp_max(0.0)),
+                                  theta[rows])
+        keep = torch.zeros_like(todo)
+        keep[rows] = real
+        return keep
+
+    fallback = confirm(flagged, broke)
+    todo = fallback
+    for _ in range(max_shifts):
+        if not bool(todo.any()):
             break
-        hp = hvp(p)
-        ap = hp + damping * p
-        pap = (p * ap).sum(-1)
-        pp = (p * p).sum(-1)
-        # negative curvature of H itself (not only of H + λI) would break the 1/λ bound
-        neg = active & ((pap <= tiny * pp) | ((p * hp).sum(-1) < -tiny * pp))
-        if bool(neg.any()):
-            negative |= neg
-            first = neg & (iters == 0)
-            x = torch.where(first.unsqueeze(-1), g / max(damping, tiny), x)
-            active = active & ~neg
-        alpha = torch.where(active, rs / torch.where(active, pap, torch.ones_like(pap)), 0.0)
-        x = x + alpha.unsqueeze(-1) * p
-        r = r - alpha.unsqueeze(-1) * ap
-        rs_new = (r * r).sum(-1)
-        iters = iters + active.long()
-        done = rs_new.sqrt() <= tol * gnorm
-        beta = torch.where(active, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), 0.0)
-        p = torch.where(active.unsqueeze(-1), r + beta.unsqueeze(-1) * p, p)
-        rs = torch.where(active, rs_new, rs)
-        active = active & ~done
-    resid = (hvp(x) + damping * x - g).norm(dim=-1) / gnorm.clamp_min(torch.finfo(g.dtype).tiny)
+        old = shift[todo]
+        new = floor - 1.1 * theta[todo]
+        shift[todo] = torch.where(new > old, new, damping + 2 * (old - damping) + floor)
+        x_s, it_s, flagged, broke, nf_s, alphas, betas = _cg_run(
+            hvp, g, shift, target, todo, tol, max_iter)
+        x = torch.where(todo.unsqueeze(-1), x_s, x)
+        iters = iters + it_s
+        nonfinite |= nf_s & todo
+        todo = todo & confirm(flagged & todo, broke & todo)
+    x = torch.where(nonfinite.unsqueeze(-1), torch.full_like(x, float("nan")), x)
+    gnorm = g.norm(dim=-1)
+    resid = (hvp(x) + shift.unsqueeze(-1) * x - g).norm(dim=-1) / gnorm.clamp_min(
+        torch.finfo(g.dtype).tiny)
     stats = SolveStats(
-        fallbacks=int(negative.sum()),
-        fallback_mask=negative,
+        fallbacks=int(fallback.sum()),
+        fallback_mask=fallback,
         iterations=iters,
         residual=resid,
+        nonfinite_mask=nonfinite,
+        shifted=int((shift > damping).sum()),
     )
     return x, stats
 

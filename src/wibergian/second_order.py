@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .adjoint import AdjointSpec, _regularised_solve, _report
 from .derivatives import gradient, gradient_graph
-from .linsolve import SolveStats
+from .linsolve import SolveStats, cap_to_bound
 
 
 class _FixedSolve(torch.autograd.Function):
@@ -82,10 +82,12 @@ def vjp_graph(
             d = refined(g2, g2)
             f = g - torch.autograd.grad(g, yv, grad_outputs=d, create_graph=True)[0]
         u = refined(grad_out, g)
+        u0, capped = cap_to_bound(u.detach(), grad_out.detach(), spec.damping)  # as vjp's value
+        u = u0 + (u - u.detach())
         targets = [w for w, n in zip(ws, needs, strict=True) if n]
         grads = tuple(None if gw is None else -gw for gw in torch.autograd.grad(
             f, targets, grad_outputs=u, create_graph=True, allow_unused=True))
-    _report(spec, stats[0], b, "double backward")
+    _report(spec, stats[-1], b, "double backward", capped)
     it = iter(grads)
     out: list[Tensor | None] = []
     for w, n in zip(ws, needs, strict=True):

@@ -100,10 +100,11 @@ def test_non_positive_definite_hessian_uses_counted_fallback_not_nan():
     def energy(y, w):
         return 0.5 * (y[:, 0] ** 2 - y[:, 1] ** 2) + (y * w).sum(-1)
 
-    y, info = wibergian.argmin(energy, torch.zeros(2, 2, dtype=torch.float64), (w,),
-                               solver=wibergian.NewtonTrustRegion(max_iter=3),
-                               final_step=False, return_info=True, warn=False)
-    with pytest.warns(RuntimeWarning, match="fallback"):
+    with pytest.warns(wibergian.NonConvergenceWarning):
+        y, info = wibergian.argmin(energy, torch.zeros(2, 2, dtype=torch.float64), (w,),
+                                   solver=wibergian.NewtonTrustRegion(max_iter=3),
+                                   final_step=False, return_info=True)
+    with pytest.warns(wibergian.FallbackWarning, match="fallback"):
         y.sum().backward()
     assert torch.isfinite(w.grad).all()
     assert info.backward["backward_fallbacks"] == 2

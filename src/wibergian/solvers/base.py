@@ -24,6 +24,8 @@ class SolveResult:
             reuse (see :class:`~wibergian.linsolve.HessianFactor`).
         energy, grad: optionally, ``E`` ``(B,)`` and ``∇E`` ``(B, n)`` at ``y``, which spare
             ``argmin`` re-evaluating them for its diagnostics.
+        perturbed: optionally, ``(B,)`` bool: problems whose start was moved because the
+            derivatives were not finite there (see ``solvers/nonfinite.py``).
     """
 
     y: Tensor
@@ -32,6 +34,7 @@ class SolveResult:
     factor: HessianFactor | None = None
     energy: Tensor | None = None
     grad: Tensor | None = None
+    perturbed: Tensor | None = None
 
 
 class Solver(Protocol):

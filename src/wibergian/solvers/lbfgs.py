@@ -5,8 +5,10 @@ iterations in a ring buffer shared by the batch (a slot written in place per ite
 ``(B, m, n)`` copy is made: at ``n = 512²`` the shifting buffer cost half the solver's time), and
 the direction ``d = -H_k g`` comes from the two-loop recursion, run for all problems at once.
 Pairs with ``s·z ≤ 0`` are skipped (their slot is marked invalid). A failed line search resets that
-problem's memory (steepest descent next). L-BFGS ends near, not at, a minimum: ``argmin``'s final
-damped Newton step makes the point the fixed point that the implicit gradient assumes.
+problem's memory (steepest descent next). An accepted point whose gradient is NaN/Inf is
+replaced by a shorter step, and a start there is moved slightly (``nonfinite.py``). L-BFGS ends
+near, not at, a minimum: ``argmin``'s final damped Newton step makes the point the fixed point
+that the implicit gradient assumes.
 
 An energy that declares ``value_and_gradient(y, *params) -> ((B,), (B, n))`` gets it called at
 the first trial point of every line search (usually accepted): one pass instead of a value pass
@@ -29,6 +31,7 @@ from ..derivatives import (
 )
 from ..energy import EnergyFn
 from .base import SolveResult
+from .nonfinite import finite_start, rows_finite, shorter_finite_step
 
 
 @dataclass
@@ -90,7 +93,8 @@ class LBFGS:
         pos = 0  # ring buffer: the next slot to write (shared by all problems)
         last = torch.zeros(b, dtype=torch.long, device=dev)  # each problem's newest good slot
         fused = declares_value_and_gradient(energy)
-        e, g = value_and_gradient(energy, y, params)
+        y, (e, g), perturbed = finite_start(
+            lambda z: value_and_gradient(energy, z, params), y, "LBFGS")
         tol = self.tol if self.tol is not None else (1e-8 if dt == torch.float64 else 1e-5)
         iters = torch.zeros(b, dtype=torch.long, device=dev)
         converged = g.abs().amax(-1) <= tol
@@ -131,6 +135,11 @@ class LBFGS:
                 g_new = g_first  # every accepted problem took the full step
             else:
                 g_new = gradient(energy, y_new, params)
+            bad_g = accepted & ~rows_finite(g_new)  # never stop on a point without a gradient
+            if bool(bad_g.any()):
+                y_new, e_new, g_new, accepted = shorter_finite_step(
+                    energy, params, y, e, g, d, step, slope, self.c1,
+                    (y_new, e_new, g_new, accepted), bad_g)
             sk, zk = y_new - y, g_new - g
             skzk = torch.linalg.vecdot(sk, zk)
             good = accepted & (skzk > 1e-12 * sk.norm(dim=-1) * zk.norm(dim=-1))
@@ -150,5 +159,6 @@ class LBFGS:
             # A problem whose steepest-descent search fails even at the smallest step is stuck:
             # it stops here and stays reported as not converged.
             stuck = stuck | (failed & fresh & ~converged)
-        return SolveResult(y=y, converged=converged, iterations=iters, energy=e, grad=g)
+        return SolveResult(y=y, converged=converged, iterations=iters, energy=e, grad=g,
+                           perturbed=perturbed)
 

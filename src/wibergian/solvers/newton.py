@@ -8,7 +8,8 @@ indefinite ``H_b + μ_b I`` (Cholesky fails) is treated as a rejected step. A pr
 ``||g_b||_∞ ≤ tol`` (default ``1e-8`` in float64, ``1e-5`` in float32), when its step is below
 ``step_tol``, or when the predicted decrease falls under the floating-point resolution of the
 energy (``10·eps·(1 + |E|)``: no further progress is representable). Stopped problems are
-masked out.
+masked out. A trial point where the gradient or Hessian is NaN/Inf counts as a rejected step, and
+a start there is moved slightly (``nonfinite.py``).
 
 Each iteration evaluates the energy, gradient and Hessian once, at the trial point
 (``derivatives.value_gradient_hessian``), and carries them over where the step is accepted: a
@@ -28,6 +29,7 @@ from ..cholesky import cholesky, cholesky_apply
 from ..derivatives import value_gradient_hessian
 from ..energy import EnergyFn
 from .base import SolveResult
+from .nonfinite import finite_start, rows_finite
 
 
 @dataclass
@@ -59,7 +61,8 @@ class NewtonTrustRegion:
         mu = torch.full((b,), self.mu0, dtype=dt, device=dev)
         iters = torch.zeros(b, dtype=torch.long, device=dev)
         converged = torch.zeros(b, dtype=torch.bool, device=dev)
-        e, g, h = value_gradient_hessian(energy, y, params)
+        y, (e, g, h), perturbed = finite_start(
+            lambda z: value_gradient_hessian(energy, z, params), y, "NewtonTrustRegion")
         tol = self.tol if self.tol is not None else (1e-8 if dt == torch.float64 else 1e-5)
         resolution = 10 * torch.finfo(dt).eps
         eye = torch.eye(n, dtype=dt, device=dev)
@@ -81,6 +84,7 @@ class NewtonTrustRegion:
             pred = -((g * d).sum(-1) + 0.5 * (d * (h @ d.unsqueeze(-1)).squeeze(-1)).sum(-1))
             actual = e - e_new
             ok = pd & active & torch.isfinite(e_new) & (actual >= 0) & (pred > 0)
+            ok = ok & rows_finite(g_new, h_new)  # never step onto a point without derivatives
             rho = torch.where(ok, actual / torch.where(pred > 0, pred, torch.ones_like(pred)), 0.0)
             y = torch.where(ok.unsqueeze(-1), y_new, y)
             e = torch.where(ok, e_new, e)
@@ -96,4 +100,5 @@ class NewtonTrustRegion:
                 converged = converged | small | flat
         # g is the gradient at the final y (carried with every accepted step)
         converged = converged | (g.abs().amax(-1) <= tol)
-        return SolveResult(y=y, converged=converged, iterations=iters, energy=e, grad=g)
+        return SolveResult(y=y, converged=converged, iterations=iters, energy=e, grad=g,
+                           perturbed=perturbed)

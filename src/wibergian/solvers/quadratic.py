@@ -33,6 +33,7 @@ from ..cholesky import HessianFactor, cholesky, cholesky_apply
 from ..derivatives import gradient, gradient_and_hessian
 from ..energy import EnergyFn
 from .base import SolveResult
+from .nonfinite import finite_start
 
 
 @dataclass
@@ -54,7 +55,8 @@ class QuadraticSolve:
         with torch.no_grad():
             ps = [p.detach() for p in params]
             y = y0.detach().clone()
-            g, h = gradient_and_hessian(energy, y, ps)
+            y, (g, h), _ = finite_start(lambda z: gradient_and_hessian(energy, z, ps), y,
+                                        "QuadraticSolve")
             chol, ok = cholesky(h)
             step = cholesky_apply(chol, g)
             ok = ok & torch.isfinite(step).all(-1)
