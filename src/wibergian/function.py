@@ -93,8 +93,11 @@ class _Resolve:
             self.spec = None
             return y, y
         spec, y_point = captured[0]
-        # one spec serves every vmap slice: the forward's factor belongs to one slice only
-        self.spec = dataclasses.replace(spec, factor=None)
+        # one spec serves every vmap slice: what the forward kept of its linear algebra (a
+        # Cholesky factor, a Hessian) belongs to one slice only
+        per_slice = {f.name: None for f in dataclasses.fields(spec)
+                     if f.name in ("factor", "hessian")}
+        self.spec = dataclasses.replace(spec, **per_slice)
         return y, y_point
 
     def info(self) -> Any:
