@@ -18,7 +18,7 @@ from .errors import (
 from .jacobian import argmin_jacobian
 from .layer import ArgminLayer
 from .lstsq import lstsq
-from .solvers import LBFGS, BlackBox, NewtonTrustRegion, SolveResult, scipy_minimizer
+from .solvers import LBFGS, BlackBox, NewtonCG, NewtonTrustRegion, SolveResult, scipy_minimizer
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "BlackBox",
     "FallbackWarning",
     "LinearSolveError",
+    "NewtonCG",
     "NewtonTrustRegion",
     "NonConvergenceWarning",
     "NonFiniteDerivativeError",

@@ -22,7 +22,8 @@ from .errors import FallbackWarning, NonConvergenceWarning, NonSmoothWarning
 from .errors import warn as _warn
 from .function import attach_derivatives, autodiff_entry
 from .linsolve import REGULARISERS, HessianFactor, cg_solve, choose_backend, dense_solve
-from .solvers import LBFGS, BlackBox, NewtonTrustRegion, QuadraticSolve, best_candidate
+from .solvers import LBFGS, BlackBox, NewtonCG, NewtonTrustRegion, QuadraticSolve, best_candidate
+from .solvers.auto import choose_solver
 from .solvers.base import Solver
 
 __all__ = ["ArgminInfo", "FallbackWarning", "NonConvergenceWarning", "argmin"]
@@ -43,6 +44,11 @@ class ArgminInfo:
         final_step_accepted: ``(B,)`` whether the final damped Newton step was kept (it is
             rejected where it would raise the energy).
         forward_fallbacks: problems whose final-step solve needed the eigenvalue fallback.
+        saddle: ``(B,)`` bool, the problem ended at a stationary point where the solver's
+            second-order check found negative curvature (such problems are also not
+            converged); ``None`` when the solver does not check (only ``"newton"`` and
+            ``"newton_cg"`` do). ``num_saddle`` counts them.
+        solver: the inner solver's name (what ``solver="auto"`` chose).
         perturbed_starts: problems whose start the solver moved because the energy's
             derivatives were not finite there (``solvers/nonfinite.py``).
         backward: filled by the backward pass: ``backward_fallbacks`` (count),
@@ -63,14 +69,22 @@ class ArgminInfo:
     backend: str = "dense"
     perturbed_starts: int = 0
     backward: dict[str, Any] = field(default_factory=dict)
+    saddle: Tensor | None = None
+    solver: str = ""
 
     @property
     def num_not_converged(self) -> int:
         return int((~self.converged).sum())
 
+    @property
+    def num_saddle(self) -> int:
+        return 0 if self.saddle is None else int(self.saddle.sum())
 
-def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None) -> Solver:
+
+def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None,
+                 n: int = 0) -> Solver:
     if isinstance(solver, str):
+        solver = choose_solver(n, solver)
         kw: dict[str, Any] = {}
         if max_iter is not None:
             kw["max_iter"] = max_iter
@@ -78,6 +92,8 @@ def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None) 
             kw["tol"] = tol
         if solver == "newton":
             return NewtonTrustRegion(**kw)
+        if solver == "newton_cg":
+            return NewtonCG(**kw)
         if solver == "lbfgs":
             return LBFGS(**kw)
         if solver == "scipy":
@@ -85,7 +101,8 @@ def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None) 
         if solver == "quadratic":
             return QuadraticSolve(**({"tol": tol} if tol is not None else {}))
         raise ValueError(
-            "solver must be 'newton', 'lbfgs', 'scipy', 'quadratic' or a Solver object; "
+            "solver must be 'auto', 'newton', 'newton_cg', 'lbfgs', 'scipy', 'quadratic' or a "
+            "Solver object; "
             f"got {solver!r}"
         )
     if not hasattr(solver, "minimize"):
@@ -181,8 +198,9 @@ def _forward_warnings(info: ArgminInfo, b: int) -> None:
               NonSmoothWarning)
     if info.num_not_converged > lost:
         worst = float(info.grad_norm.nan_to_num(0.0, 0.0, 0.0).max())
-        _warn(f"argmin: {info.num_not_converged - lost} of {b} problems did not converge "
-              f"(max ||∇E|| = {worst:.3g}); gradients there are approximate",
+        at_saddle = f", {info.num_saddle} at a saddle" if info.num_saddle else ""
+        _warn(f"argmin: {info.num_not_converged - lost} of {b} problems did not converge"
+              f"{at_saddle} (max ||∇E|| = {worst:.3g}); gradients there are approximate",
               NonConvergenceWarning)
     if info.forward_fallbacks:
         _warn(f"argmin: the final Newton step met a Hessian that is not positive semi-definite "
@@ -199,7 +217,7 @@ def argmin(
     *,
     damping: float = 0.1,
     regulariser: str = "ridge",
-    solver: str | Solver = "newton",
+    solver: str | Solver = "auto",
     linear_solver: str = "auto",
     final_step: bool = True,
     adjoint: str = "implicit",
@@ -222,7 +240,9 @@ def argmin(
         damping: ``λ ≥ 0`` of ``(H + λI)^-1``. ``0`` = plain implicit differentiation.
         regulariser: ``"ridge"`` (``H + λI``, the paper) or ``"floor"`` (eigenvalues floored at
             ``λ``: same bound ``1/λ``, exact where curvature exceeds ``λ``; dense back end).
-        solver: ``"newton"`` (trust region, default), ``"lbfgs"``, ``"scipy"`` (black box),
+        solver: ``"auto"`` (default: ``"newton"`` for ``n ≤ 40``, ``"newton_cg"`` above),
+            ``"newton"`` (dense trust-region Newton), ``"newton_cg"`` (matrix-free
+            trust-region Newton-CG, ``O(B·n)`` memory), ``"lbfgs"``, ``"scipy"`` (black box),
             ``"quadratic"`` (exact for energies quadratic in ``y``; its Cholesky factor is reused
             by the backward), or an object with ``minimize(energy, y0, params) ->
             SolveResult``.
@@ -260,7 +280,7 @@ def argmin(
     backend = choose_backend(n, linear_solver)
     if regulariser == "floor" and backend != "dense":
         raise ValueError("regulariser='floor' needs eigenvalues: use linear_solver='dense'")
-    inner = _solver_from(solver, max_iter, tol)
+    inner = _solver_from(solver, max_iter, tol, n)
 
     if b == 0:
         zero = sum((p.sum() * 0 for p in params if p.is_floating_point() and p.requires_grad),
@@ -314,6 +334,8 @@ def argmin(
         forward_fallbacks=fwd_fb,
         backend=backend,
         perturbed_starts=0 if perturbed is None else int(perturbed.sum()),
+        saddle=getattr(result, "saddle", None),
+        solver=choose_solver(n, solver) if isinstance(solver, str) else type(solver).__name__,
     )
     if warn:
         _forward_warnings(info, b)

@@ -5,11 +5,13 @@ from .blackbox import BlackBox, scipy_minimizer
 from .lbfgs import LBFGS
 from .multistart import best_candidate
 from .newton import NewtonTrustRegion
+from .newton_cg import NewtonCG
 from .quadratic import QuadraticSolve
 
 __all__ = [
     "LBFGS",
     "BlackBox",
+    "NewtonCG",
     "NewtonTrustRegion",
     "QuadraticSolve",
     "SolveResult",

@@ -24,6 +24,8 @@ class SolveResult:
             reuse (see :class:`~wibergian.linsolve.HessianFactor`).
         energy, grad: optionally, ``E`` ``(B,)`` and ``∇E`` ``(B, n)`` at ``y``, which spare
             ``argmin`` re-evaluating them for its diagnostics.
+        saddle: optionally, ``(B,)`` bool: the problem ended at a stationary point where the
+            solver's second-order check found negative curvature (``None``: not checked).
         perturbed: optionally, ``(B,)`` bool: problems whose start was moved because the
             derivatives were not finite there (see ``solvers/nonfinite.py``).
     """
@@ -34,6 +36,7 @@ class SolveResult:
     factor: HessianFactor | None = None
     energy: Tensor | None = None
     grad: Tensor | None = None
+    saddle: Tensor | None = None
     perturbed: Tensor | None = None
 
 

@@ -11,6 +11,14 @@ energy (``10·eps·(1 + |E|)``: no further progress is representable). Stopped p
 masked out. A trial point where the gradient or Hessian is NaN/Inf counts as a rejected step, and
 a start there is moved slightly (``nonfinite.py``).
 
+A minimum, not a saddle: before a problem is declared converged, its Hessian is tested for
+positive semi-definiteness (``curvature.negative_curvature_dense``: a Cholesky inertia test,
+``eigh`` only where it fails). Where ``H_b`` has eigenvalues below ``-τ`` the next step is
+``±Δ_b`` times the unit vector ``Σ_{λ_i < -τ} |λ_i| q_i`` (its whole negative eigenspace,
+downhill; ``Δ_b`` starts at ``1 + ||y_b||_∞``, quarters when the step is rejected and doubles
+when it does well) and the problem carries on. Problems still at such a
+point when the iterations run out are returned with ``saddle`` set and ``converged`` false.
+
 Each iteration evaluates the energy, gradient and Hessian once, at the trial point
 (``derivatives.value_gradient_hessian``), and carries them over where the step is accepted: a
 rejected step does not recompute the derivatives at the unchanged point, and an energy that
@@ -29,12 +37,13 @@ from ..cholesky import cholesky, cholesky_apply
 from ..derivatives import value_gradient_hessian
 from ..energy import EnergyFn
 from .base import SolveResult
+from .curvature import negative_curvature_dense
 from .nonfinite import finite_start, rows_finite
 
 
 @dataclass
 class NewtonTrustRegion:
-    """Trust-region Newton for small dense problems (the default solver).
+    """Trust-region Newton for small dense problems (``solver="auto"`` picks it for ``n ≤ 40``).
 
     Attributes:
         max_iter: iteration cap per problem.
@@ -42,7 +51,9 @@ class NewtonTrustRegion:
         step_tol: a step shorter than this (∞-norm) also counts as converged.
         mu0: initial Levenberg-Marquardt damping.
         fixed_iterations: run exactly ``max_iter`` accepted-or-rejected iterations, ignoring
-            ``tol`` (for benchmarks that fix the work).
+            ``tol`` (for benchmarks that fix the work; the second-order check runs once, at the
+            end).
+        second_order: test ``H`` for negative curvature before declaring a problem converged.
     """
 
     max_iter: int = 100
@@ -50,6 +61,7 @@ class NewtonTrustRegion:
     step_tol: float = 1e-12
     mu0: float = 1e-3
     fixed_iterations: bool = False
+    second_order: bool = True
 
     def minimize(self, energy: EnergyFn, y0: Tensor, params: Sequence[Tensor]) -> SolveResult:
         with torch.no_grad():
@@ -66,10 +78,13 @@ class NewtonTrustRegion:
         tol = self.tol if self.tol is not None else (1e-8 if dt == torch.float64 else 1e-5)
         resolution = 10 * torch.finfo(dt).eps
         eye = torch.eye(n, dtype=dt, device=dev)
+        pending = torch.zeros(b, dtype=torch.bool, device=dev)  # stopped: check 2nd order first
+        escape = torch.zeros(b, dtype=torch.bool, device=dev)
+        radius = 1 + y.abs().amax(-1)  # escape step length
         for _ in range(self.max_iter):
             gmax = g.abs().amax(-1)
             if not self.fixed_iterations:
-                converged = converged | (gmax <= tol)
+                converged, escape, u, curv = self._check(converged, pending | (gmax <= tol), h)
                 active = ~converged
                 if not bool(active.any()):
                     break
@@ -79,6 +94,10 @@ class NewtonTrustRegion:
             d = -cholesky_apply(chol, g)
             d = torch.where((pd & active).unsqueeze(-1), d, torch.zeros_like(d))
             d = torch.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
+            if bool(escape.any()):  # along the negative curvature, downhill, to the radius
+                sign = torch.where((g * u).sum(-1) > 0, -radius, radius)
+                d = torch.where(escape.unsqueeze(-1), sign.unsqueeze(-1) * u, d)
+                pd = pd | escape
             y_new = y + d
             e_new, g_new, h_new = value_gradient_hessian(energy, y_new, params)
             pred = -((g * d).sum(-1) + 0.5 * (d * (h @ d.unsqueeze(-1)).squeeze(-1)).sum(-1))
@@ -93,12 +112,26 @@ class NewtonTrustRegion:
             mu = torch.where(ok & (rho > 0.75), mu / 3.0, mu)
             mu = torch.where(ok & (rho < 0.25), mu * 2.0, mu)
             mu = torch.where(active & ~ok, mu * 4.0, mu).clamp(1e-12, 1e12)
+            radius = torch.where(escape & ~ok, radius / 4, radius)
+            radius = torch.where(escape & ok & (rho > 0.75), radius * 2, radius)
             iters = iters + active.long()
             if not self.fixed_iterations:
                 small = ok & (d.abs().amax(-1) <= self.step_tol * (1 + y.abs().amax(-1)))
                 flat = pd & active & (pred.abs() <= resolution * (1 + e.abs()))
-                converged = converged | small | flat
+                pending = (small | flat) & ~escape
         # g is the gradient at the final y (carried with every accepted step)
-        converged = converged | (g.abs().amax(-1) <= tol)
+        stop = pending | (g.abs().amax(-1) <= tol)
+        converged, saddle, _, _ = self._check(converged, stop, h)
         return SolveResult(y=y, converged=converged, iterations=iters, energy=e, grad=g,
-                           perturbed=perturbed)
+                           perturbed=perturbed, saddle=saddle if self.second_order else None)
+
+    def _check(self, converged: Tensor, stop: Tensor, h: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Problems that ``stop`` and are not yet converged become converged unless ``H`` has
+        negative curvature: ``(converged, negative, direction, curvature)``."""
+        cand = stop & ~converged
+        if not self.second_order or not bool(cand.any()):
+            zero = torch.zeros_like(h[:, 0])
+            return converged | cand, torch.zeros_like(cand), zero, zero[:, 0]
+        neg, u, curv = negative_curvature_dense(h, cand)
+        return converged | (cand & ~neg), neg, u, curv
