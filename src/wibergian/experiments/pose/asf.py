@@ -95,6 +95,18 @@ def _floats(path: Path, lineno: int, tokens: list[str], n: int | None, what: str
     return vals
 
 
+_ROOT_CHANNELS = ("tx", "ty", "tz", "rx", "ry", "rz")
+
+
+def _axis_order(path: Path, lineno: int, text: str) -> str:
+    """An axis order must be a permutation of XYZ (e.g. "XYZ", "ZYX")."""
+    order = text.upper()
+    if sorted(order) != ["X", "Y", "Z"]:
+        raise MocapFormatError(path, lineno, f"axis order {text!r} is not a permutation of "
+                               "XYZ (e.g. XYZ, ZXY)")
+    return order
+
+
 def parse_asf(path: str | Path) -> AsfSkeleton:
     """Parse an Acclaim skeleton file. Raises :class:`MocapFormatError` (file:line) if malformed."""
     path = Path(path)
@@ -137,8 +149,14 @@ def parse_asf(path: str | Path) -> AsfSkeleton:
         elif section == "root":
             if key == "order":
                 root_order = [t.lower() for t in tok[1:]]
+                bad = [t for t in root_order if t not in _ROOT_CHANNELS]
+                if bad:
+                    raise MocapFormatError(path, lineno, f"unknown root channel {bad[0]!r}; "
+                                           f"expected some of {' '.join(_ROOT_CHANNELS)}")
+                if len(set(root_order)) != len(root_order):
+                    raise MocapFormatError(path, lineno, "root channel listed twice")
             elif key == "axis":
-                root_axis = tok[1].upper() if len(tok) > 1 else "XYZ"
+                root_axis = _axis_order(path, lineno, tok[1]) if len(tok) > 1 else "XYZ"
             elif key == "position":
                 root_pos = np.array(_floats(path, lineno, tok[1:], 3, "root position"))
             elif key == "orientation":
@@ -183,9 +201,13 @@ def parse_asf(path: str | Path) -> AsfSkeleton:
                 bone["direction"] = d / norm
             elif key == "length":
                 (bone["length"],) = _floats(path, lineno, tok[1:], 1, "length")
+                if bone["length"] < 0:  # type: ignore[operator]
+                    raise MocapFormatError(path, lineno, f"negative bone length "
+                                           f"{bone['length']}; lengths must be >= 0")
             elif key == "axis":
                 bone["axis"] = _floats(path, lineno, tok[1:], 3, "axis")
-                bone["axis_order"] = tok[4].upper() if len(tok) > 4 else "XYZ"
+                bone["axis_order"] = (_axis_order(path, lineno, tok[4]) if len(tok) > 4
+                                      else "XYZ")
             elif key == "dof":
                 dofs = [t.lower() for t in tok[1:]]
                 bad = [d for d in dofs if d not in ("rx", "ry", "rz", "tx", "ty", "tz", "l")]

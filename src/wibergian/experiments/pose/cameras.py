@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ...data import data_path
@@ -195,7 +196,12 @@ def load_cameras_h5(
                 def get(key: str, n: int, grp: str = grp) -> torch.Tensor:
                     if f"{grp}/{key}" not in hf:
                         raise ValueError(f"{path}: missing dataset {grp}/{key}")
-                    v = torch.as_tensor(hf[f"{grp}/{key}"][()], dtype=torch.float64).reshape(-1)
+                    try:
+                        v = torch.as_tensor(np.asarray(hf[f"{grp}/{key}"][()], dtype=np.float64)
+                                            ).reshape(-1)
+                    except (TypeError, ValueError):
+                        raise ValueError(f"{path}: {grp}/{key} is not numeric (strings?); "
+                                         f"expected {n} numbers") from None
                     if v.numel() != n or not torch.isfinite(v).all():
                         raise ValueError(f"{path}: {grp}/{key} must hold {n} finite numbers")
                     return v

@@ -1,12 +1,14 @@
-"""``wibergian pose {train,evaluate}`` and the ``reproduce`` hook.
+"""``wibergian pose {train,evaluate,study}`` and the ``reproduce`` hook.
 
     wibergian pose train --mode multi --models 6 --loss huber --out runs/pose
     wibergian pose evaluate --run runs/pose --poses my_poses.npy
+    wibergian pose evaluate --untrained --mode mono --poses my_poses.npy
+    wibergian pose study --poses my_poses.npy --seeds 3 --out runs/study
 
 Data: the built-in CMU clip seen by the four Human3.6M cameras through the simulated detector
-(GENERATED 2D detections, real 3D motion) unless ``--poses FILE.npy`` ((T, 17, 3) mm,
-Human3.6M joint order, z up; same cameras and detector) or ``--h36m ROOT`` (3d-pose-baseline
-layout) is given.
+(GENERATED 2D detections, real 3D motion) unless ``--poses FILE.npy`` ((T, 17, 3), Human3.6M
+joint order; mm and z up, or say ``--units``/``--up``; same cameras and detector) or
+``--h36m ROOT`` (3d-pose-baseline layout) is given.
 """
 
 from __future__ import annotations
@@ -21,28 +23,43 @@ import torch
 
 from wibergian.train import TrainConfig, add_train_args, config_from_args, run_dir_from_args
 
-from . import datasets
+from . import datasets, plausibility
+from .detector import DetectorConfig
 from .evaluate import evaluate_model, format_metrics, summary
-from .model import ModelConfig
+from .model import LEARN_GROUPS, ModelConfig
 from .plots import plot_joint_weights, plot_reconstructions, plot_sorted_errors
 from .suite import SuiteSettings, count_parameters, markdown_table, run_suite
-from .train import build_model, load_model, train_model
+from .train import build_model, load_model, source_poses, train_model
 
 GENERATED_NOTE = ("GENERATED 2D detections (simulated stacked-hourglass-like detector) of "
                   "REAL 3D motion (CMU mocap clip) seen by the 4 real Human3.6M cameras")
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
-def _load_data(args: argparse.Namespace, train_fraction: float | None) -> datasets.PoseData:
+def _load_data(args: argparse.Namespace, train_fraction: float | None,
+               reference_bones: list[float] | None = None,
+               detector_seed: int | None = None) -> datasets.PoseData:
+    seed = args.detector_seed if detector_seed is None else detector_seed
+    det = DetectorConfig(seed=seed)
     if getattr(args, "h36m", None):
-        return datasets.load_h36m(args.h36m)
+        return datasets.load_h36m(args.h36m, detector=det)
     if getattr(args, "poses", None):
-        return datasets.load_npy(args.poses, train_fraction=train_fraction)
-    return datasets.load_default()
+        return datasets.load_npy(
+            args.poses, detector=det, train_fraction=train_fraction, units=args.units,
+            up=args.up, mirror=args.mirror, subsample=args.subsample, gap=args.gap,
+            reference_bones=reference_bones,
+            allow_skeleton_mismatch=args.allow_skeleton_mismatch)
+    if train_fraction is None:
+        train_fraction = 0.7
+    return datasets.load_default(step=5 * args.subsample, detector=det,
+                                 train_fraction=train_fraction,
+                                 gap_seconds=args.gap / (24.0 / args.subsample),
+                                 held_out=args.held_out)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    data = _load_data(args, train_fraction=0.7)
+    data = _load_data(args, train_fraction=args.train_fraction)
     cfg = ModelConfig(mode=args.mode, loss=args.loss, grid=args.grid, damping=args.damping)
     model = build_model(data, cfg, args.models, args.basis, source=args.pose_prior,
                         seed=args.seed)
@@ -50,69 +67,157 @@ def cmd_train(args: argparse.Namespace) -> None:
     tcfg = config_from_args(args, TrainConfig(steps=200, batch_size=32, lr=1e-2))
     print(f"[pose] {data.source}: {len(data.train_idx)} train / {len(data.test_idx)} test "
           f"frames; {'generated' if data.generated else 'real'} 2D detections")
-    before = evaluate_model(model, data.test())
+    before = evaluate_model(model, data.test(), progress="pose: untrained model",
+                            quiet=args.quiet)
     print(f"[pose] untrained: {format_metrics(before)}")
-    model, info = train_model(model, data.train(), tcfg, run_dir, learn=args.learn,
-                              resume=resume)
-    after = evaluate_model(model, data.test())
+    train, validation = data.train(), None
+    if args.validation_fraction > 0:
+        from .augment import validation_split
+        train, validation = validation_split(train, args.validation_fraction, args.gap // 2)
+    if args.augment > 0:
+        from .augment import augmented_training_data
+        train = augmented_training_data(train, args.augment, args.seed)
+    model, info = train_model(model, train, tcfg, run_dir, learn=args.learn, resume=resume,
+                              anchor=args.anchor, validation=validation)
+    after = evaluate_model(model, data.test(), progress="pose: trained model",
+                           quiet=args.quiet)
     print(f"[pose] trained ({info['learnable_parameters']} parameters, {info['seconds']:.0f} s):"
           f" {format_metrics(after)}")
     if run_dir is not None:
+        bones = plausibility.bone_medians(source_poses(data, "train")).tolist()
         out = {"untrained": summary(before), "trained": summary(after), "train": info,
                "parameters": count_parameters(model)}
         (Path(run_dir) / "metrics.json").write_text(json.dumps(out, indent=2))
+        meta_path = Path(run_dir) / "pose_model.json"
+        meta = json.loads(meta_path.read_text())
+        meta["skeleton_bone_median_mm"] = bones
+        meta_path.write_text(json.dumps(meta, indent=2))
         print(f"[pose] model and metrics in {run_dir}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    model = load_model(Path(args.run))
-    data = _load_data(args, train_fraction=None)
+    if args.untrained:
+        if args.run is not None:
+            raise SystemExit("wibergian pose evaluate: give --run or --untrained, not both")
+        data = _load_data(args, train_fraction=args.train_fraction)
+        prior = data if len(data.train_idx) else datasets.load_default()
+        cfg = ModelConfig(mode=args.mode, loss=args.loss, grid=args.grid)
+        model = build_model(prior, cfg, args.models, args.basis, seed=args.seed)
+        label = f"untrained_{args.mode}_{args.loss}"
+    else:
+        if args.run is None:
+            raise SystemExit("wibergian pose evaluate: give --run RUN_DIR (a `pose train` "
+                             "folder) or --untrained")
+        model = load_model(Path(args.run))
+        meta = json.loads((Path(args.run) / "pose_model.json").read_text())
+        data = _load_data(args, train_fraction=args.train_fraction,
+                          reference_bones=meta.get("skeleton_bone_median_mm"))
+        label = None
     test = data.test()
-    m = evaluate_model(model, test)
+    m = evaluate_model(model, test, progress="pose evaluate", quiet=args.quiet)
     name = Path(args.poses).stem if args.poses else ("h36m" if args.h36m else "default")
-    out = Path(args.out) if args.out else Path(args.run) / f"eval_{name}.json"
-    out.write_text(json.dumps({**summary(m), "per_frame_P1": m["per_frame_P1"]}, indent=2))
+    if args.out:
+        out = Path(args.out)
+    elif label is None:
+        out = Path(args.run) / f"eval_{name}.json"
+    else:
+        out = Path(f"eval_{label}_{name}.json")
+    out.write_text(json.dumps({**summary(m), "skeleton": data.skeleton,
+                               "per_frame_P1": m["per_frame_P1"]}, indent=2))
     print(f"[pose] {data.source} ({len(test.poses3d)} frames): {format_metrics(m)}")
     print(f"[pose] metrics written to {out}")
 
 
+def data_args(q: argparse.ArgumentParser, train_fraction: float | None) -> None:
+    """Data flags shared by train, evaluate and study."""
+    g = q.add_argument_group("data")
+    g.add_argument("--poses", type=Path, default=None,
+                   help=".npy (T, 17, 3), Human3.6M joint order (docs/pose-data.md); "
+                        "default: the built-in CMU clip")
+    g.add_argument("--units", choices=sorted(plausibility.UNITS_MM), default="mm",
+                   help="length unit of --poses")
+    g.add_argument("--up", choices=("z", "y"), default="z", help="vertical axis of --poses "
+                   "(y up is turned to z up by (x, y, z) -> (x, -z, y))")
+    g.add_argument("--mirror", action="store_true",
+                   help="swap the left/right joint labels of --poses")
+    g.add_argument("--allow-skeleton-mismatch", action="store_true",
+                   help="warn instead of refusing when bone lengths differ from the model's "
+                        f"skeleton by more than {round(100 * plausibility.SKELETON_TOLERANCE)} %%")
+    g.add_argument("--h36m", type=Path, default=None,
+                   help="Human3.6M root in the 3d-pose-baseline layout")
+    g.add_argument("--subsample", type=int, default=1,
+                   help="keep every n-th frame (built-in clip: of its 24 fps)")
+    g.add_argument("--train-fraction", type=float, default=train_fraction,
+                   help="first fraction of the frames that trains (None: all frames test)")
+    g.add_argument("--gap", type=int, default=24,
+                   help="frames dropped between the training and test frames (24 = 1 s at "
+                        "the built-in clip's 24 fps), so test frames are not near-copies of "
+                        "the last training frames")
+    g.add_argument("--held-out", choices=("end", "start"), default="end",
+                   help="built-in clip: hold out its end (default split) or its start")
+    g.add_argument("--detector-seed", type=int, default=0,
+                   help="seed of the simulated 2D detector")
+    g.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+
+
+def model_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--mode", choices=("mono", "multi"), default="multi")
+    q.add_argument("--models", type=int, default=6, help="number of PPCA models K")
+    q.add_argument("--basis", type=int, default=12, help="basis vectors per model B")
+    q.add_argument("--loss", choices=("l2", "huber"), default="huber",
+                   help="data term of the fitting energy")
+    q.add_argument("--rotation-grid", "--grid", dest="grid", type=int, default=24,
+                   help="angles of the lifting's rotation search (not the reviewers' grid "
+                        "search of hand-set scalars: see `pose study`)")
+
+
 def register(subparsers: Any) -> None:
-    """Add ``pose`` with its ``train`` and ``evaluate`` sub-commands."""
-    p = subparsers.add_parser("pose", help="3D human pose from 2D detections (paper section 5)")
+    """Add ``pose`` with its ``train``, ``evaluate`` and ``study`` sub-commands."""
+    p = subparsers.add_parser("pose", help="3D human pose from 2D detections (paper section 5)",
+                              formatter_class=FORMATTER)
     sub = p.add_subparsers(dest="pose_command", required=True)
 
-    def data_args(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--poses", type=Path, default=None,
-                       help=".npy (T, 17, 3) mm, Human3.6M joint order, z up")
-        q.add_argument("--h36m", type=Path, default=None,
-                       help="Human3.6M root in the 3d-pose-baseline layout")
-        q.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-
-    t = sub.add_parser("train", help="learn the lifting energy's parameters")
-    t.add_argument("--mode", choices=("mono", "multi"), default="multi")
-    t.add_argument("--models", type=int, default=6, help="number of PPCA models K")
-    t.add_argument("--basis", type=int, default=12, help="basis vectors per model B")
-    t.add_argument("--loss", choices=("l2", "huber"), default="l2")
-    t.add_argument("--learn", choices=("all", "basis"), default="all",
-                   help="all parameters, or only μ, e, σ and the camera weights")
+    t = sub.add_parser("train", help="learn the lifting energy's parameters",
+                       formatter_class=FORMATTER)
+    model_args(t)
+    t.add_argument("--learn", choices=sorted(LEARN_GROUPS), default="all",
+                   help="parameters learnt: all; basis = μ, e, σ, camera weights; no_basis = "
+                        "all but μ, e; scalars = ρ, δ, T, camera weights, fusion biases")
     t.add_argument("--pose-prior", choices=("half", "train"), default="half",
                    help="poses the initial PPCA is fit on: first half of the training frames "
-                        "(default) or all of them")
-    t.add_argument("--grid", type=int, default=24, help="rotation grid size")
+                        "or all of them")
     t.add_argument("--damping", type=float, default=0.1, help="λ of the implicit gradient")
-    data_args(t)
+    t.add_argument("--anchor", type=float, default=0.0,
+                   help="weight of Σ||p - p0||² pulling parameters toward the untrained ones")
+    t.add_argument("--validation-fraction", type=float, default=0.0,
+                   help="last fraction of the training frames kept for early stopping")
+    t.add_argument("--augment", type=int, default=0,
+                   help="augmented copies of the training poses (rotated, scaled, mirrored)")
+    data_args(t, 0.7)
     add_train_args(t, TrainConfig(steps=200, batch_size=32, lr=1e-2))
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="P1/P2/P3 of a trained run on held-out poses")
-    e.add_argument("--run", type=Path, required=True, help="run folder of `pose train`")
-    e.add_argument("--out", type=Path, default=None, help="metrics file (default: in --run)")
-    data_args(e)
+    e = sub.add_parser("evaluate", help="P1/P2/P3 (mean, median, p90, outliers) of a trained "
+                       "run or of the untrained model", formatter_class=FORMATTER)
+    e.add_argument("--run", type=Path, default=None, help="run folder of `pose train`")
+    e.add_argument("--untrained", action="store_true",
+                   help="evaluate the untrained model (PPCA on the training frames of the "
+                        "data, or of the built-in clip when every frame is a test frame)")
+    model_args(e)
+    e.add_argument("--seed", type=int, default=0, help="k-means seed of --untrained")
+    e.add_argument("--out", type=Path, default=None,
+                   help="metrics file (default: eval_<data>.json in --run, or in the current "
+                        "folder with --untrained)")
+    e.add_argument("--quiet", action="store_true", help="one progress line at the end")
+    data_args(e, None)
     e.set_defaults(func=cmd_evaluate)
 
+    from .study_cli import register_study
+    register_study(sub, data_args, FORMATTER)
 
-def reproduce(out_dir: Path, quick: bool) -> str:
+
+def reproduce(out_dir: Path, quick: bool, quiet: bool = False) -> str:
     """Run the suite on the built-in data; write figures and ``pose_results.json`` in
     ``out_dir``; return the markdown section."""
     out_dir = Path(out_dir)
@@ -120,7 +225,7 @@ def reproduce(out_dir: Path, quick: bool) -> str:
     t0 = time.perf_counter()
     data = datasets.load_default()
     settings = SuiteSettings.quick() if quick else SuiteSettings()
-    results, art = run_suite(data, settings, out_dir / "pose_runs")
+    results, art = run_suite(data, settings, out_dir / "pose_runs", quiet=quiet)
     results["note"] = GENERATED_NOTE
     results["seconds"] = time.perf_counter() - t0
     figs = make_figures(out_dir, results, art)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ...data import data_path
+from . import plausibility
 from . import skeleton as sk
 from .cameras import (
     DEFAULT_CAMERAS_JSON,
@@ -66,6 +67,7 @@ class PoseData:
     source: str = ""
     fps: float = 0.0
     notes: list[str] = field(default_factory=list)
+    skeleton: dict | None = None
 
     @property
     def num_frames(self) -> int:
@@ -114,19 +116,31 @@ def _detect(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rig = stack_cameras(cameras)  # batch (C,)
     clean = rig.project(poses3d.unsqueeze(1), distortion=distortion)  # (T, C, 17, 2)
-    det = simulate_detections(clean, detector, generator)
+    size = torch.tensor([list(c.size) for c in cameras], dtype=clean.dtype)[:, None, :]
+    in_front = rig.depth(poses3d.unsqueeze(1)) > 0  # (T, C, 17)
+    det = simulate_detections(clean, detector, generator, image_size=size, in_front=in_front)
     return clean, det.points, det.visible
 
 
-def time_split(num_frames: int, train_fraction: float, gap: int) -> tuple[torch.Tensor, ...]:
-    """First ``train_fraction`` of the frames for training, skip ``gap`` frames, rest test."""
+def time_split(num_frames: int, train_fraction: float, gap: int,
+               held_out: str = "end") -> tuple[torch.Tensor, ...]:
+    """First ``train_fraction`` of the frames for training, skip ``gap`` frames, rest test
+    (``held_out="end"``); ``"start"`` mirrors it in time: the last ``train_fraction`` train,
+    the first frames (up to ``gap`` before them) test."""
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction must lie in (0, 1), got {train_fraction}")
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0, got {gap}")
+    if held_out not in ("end", "start"):
+        raise ValueError(f"held_out must be 'end' or 'start', got {held_out!r}")
     n_train = int(round(train_fraction * num_frames))
     start = n_train + gap
     if n_train < 1 or start >= num_frames:
         raise ValueError(f"cannot split {num_frames} frames with train_fraction="
                          f"{train_fraction} and gap={gap}")
+    if held_out == "start":
+        return (torch.arange(num_frames - n_train, num_frames),
+                torch.arange(0, num_frames - start))
     return torch.arange(n_train), torch.arange(start, num_frames)
 
 
@@ -134,7 +148,7 @@ def poses_through_cameras(
     poses3d: torch.Tensor, *, source: str, fps: float, actions: list[str] | None = None,
     subject: str = "S1", cameras_json: str | Path = DEFAULT_CAMERAS_JSON,
     detector: DetectorConfig | None = None, distortion: bool = False, place: bool = True,
-    train_fraction: float | None = 0.7, gap: int = 24,
+    train_fraction: float | None = 0.7, gap: int = 24, held_out: str = "end",
 ) -> PoseData:
     """Put (T, 17, 3) world poses in front of the four Human3.6M cameras of ``subject``
     and run the simulated detector. ``place`` recentres the trajectory horizontally on the
@@ -149,7 +163,7 @@ def poses_through_cameras(
     if train_fraction is None:
         train_idx, test_idx = torch.zeros(0, dtype=torch.long), torch.arange(T)
     else:
-        train_idx, test_idx = time_split(T, train_fraction, gap)
+        train_idx, test_idx = time_split(T, train_fraction, gap, held_out)
     return PoseData(
         poses3d=poses3d, poses2d=det, visible=vis, rigs={subject: cams},
         subjects=[subject] * T, actions=list(actions) if actions else ["all"] * T,
@@ -162,10 +176,12 @@ def load_default(
     step: int = 5, detector: DetectorConfig | None = None, subject: str = "S1",
     train_fraction: float = 0.7, gap_seconds: float = 1.0, distortion: bool = False,
     clip_dir: str | Path = DEFAULT_CLIP_DIR, cameras_json: str | Path = DEFAULT_CAMERAS_JSON,
+    held_out: str = "end",
 ) -> PoseData:
     """The built-in data: CMU clip ``playground`` (120 fps, every ``step``-th frame; default
     24 fps, 551 frames), 4 real cameras (extrinsics of ``subject``), simulated detections.
-    Split by time: first 70% train, a gap of ``gap_seconds``, the rest test."""
+    Split by time: first 70% train, a gap of ``gap_seconds``, the rest test
+    (``held_out="start"``: the last 70 % train and the first frames are held out)."""
     clip_dir = Path(clip_dir)
     clip = load_asf_amc(clip_dir / "playground.asf", clip_dir / "playground.amc", step=step)
     return poses_through_cameras(
@@ -173,23 +189,43 @@ def load_default(
         fps=clip.fps, actions=["playground"] * clip.num_frames, subject=subject,
         cameras_json=cameras_json, detector=detector, distortion=distortion,
         train_fraction=train_fraction, gap=int(round(gap_seconds * clip.fps)),
+        held_out=held_out,
     )
 
 
 def load_npy(
     path: str | Path, detector: DetectorConfig | None = None, subject: str = "S1",
     fps: float = 10.0, place: bool = True, train_fraction: float | None = None,
-    distortion: bool = False, cameras_json: str | Path = DEFAULT_CAMERAS_JSON,
+    distortion: bool = False, cameras_json: str | Path = DEFAULT_CAMERAS_JSON, *,
+    units: str = "mm", up: str = "z", mirror: bool = False, subsample: int = 1, gap: int = 24,
+    reference_bones: tuple[float, ...] | list[float] | None = None,
+    allow_skeleton_mismatch: bool = False,
 ) -> PoseData:
-    """User poses: ``.npy`` (T, 17, 3) float, mm, Human3.6M joint order, z up, finite.
+    """User poses: ``.npy`` (T, 17, 3) float, Human3.6M joint order; mm and z up after
+    ``units`` / ``up`` / ``mirror`` (see :func:`plausibility.convert`).
 
     Goes through the same cameras and simulated detector as :func:`load_default`. By
-    default all frames are test frames (``train_fraction=None``)."""
+    default all frames are test frames (``train_fraction=None``); otherwise the first
+    ``train_fraction`` train, ``gap`` frames are skipped (so that test frames are not
+    near-copies of the last training frames) and the rest test. ``subsample`` keeps every
+    n-th frame first. The poses must pass :func:`plausibility.check_poses` against
+    ``reference_bones`` (default: the built-in skeleton); the bone statistics are kept in
+    ``PoseData.skeleton``."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes); expected a .npy array (T, 17, 3)")
     try:
         arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read as .npy ({err})") from None
+    except Exception as err:  # np.load raises OSError, ValueError, EOFError, ...
+        raise ValueError(f"{path}: cannot read as .npy ({type(err).__name__}: {err}); save "
+                         "one array with numpy.save") from None
+    if isinstance(arr, np.lib.npyio.NpzFile):
+        names = list(arr.files)
+        arr.close()
+        raise ValueError(f"{path}: an .npz archive (arrays {names}); pass one (T, 17, 3) "
+                         "array saved with numpy.save to a .npy file")
     if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{path}: dtype {arr.dtype} is not numeric; expected float (mm)")
     if arr.ndim != 3 or arr.shape[1:] != (sk.NUM_JOINTS, 3):
@@ -202,15 +238,20 @@ def load_npy(
         t, j, _ = np.argwhere(bad)[0]
         raise ValueError(f"{path}: {int(bad.sum())} NaN/inf values (first at frame {t}, joint "
                          f"{j} {sk.JOINT_NAMES[j]})")
-    extent = float(np.ptp(arr[:, :, 2], axis=1).max())
-    if extent < 100.0:
-        raise ValueError(f"{path}: largest vertical extent of a pose is {extent:.3g}; poses "
-                         "must be in millimetres with z up (a standing person spans ~1700)")
-    return poses_through_cameras(
-        torch.from_numpy(arr.astype(np.float64)), source=f"{path.name}, simulated 2D "
-        "detections", fps=fps, subject=subject, cameras_json=cameras_json, detector=detector,
-        distortion=distortion, place=place, train_fraction=train_fraction,
+    if subsample < 1:
+        raise ValueError(f"subsample must be >= 1, got {subsample}")
+    poses = plausibility.convert(torch.from_numpy(arr.astype(np.float64))[::subsample],
+                                 units, up, mirror)
+    report = plausibility.check_poses(
+        poses, str(path), reference_bones or plausibility.REFERENCE_BONES_MM,
+        allow_skeleton_mismatch)
+    data = poses_through_cameras(
+        poses, source=f"{path.name}, simulated 2D detections", fps=fps / subsample,
+        subject=subject, cameras_json=cameras_json, detector=detector, distortion=distortion,
+        place=place, train_fraction=train_fraction, gap=gap,
     )
+    data.skeleton = report.to_dict()
+    return data
 
 
 def load_h36m(

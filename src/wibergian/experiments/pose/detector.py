@@ -10,6 +10,9 @@ Starting from exact projections ``x`` (..., 17, 2) in pixels, per view and joint
    labels of the left and right shoulder/elbow/wrist (or hip/knee/ankle) are exchanged.
 4. Missing joints: with probability ``missing_rate`` a joint is not detected; its position is
    set to 0 and ``visible`` is False (consumers must weight by ``visible``).
+5. Out of the image: a joint whose exact projection lies outside the image (``image_size``
+   given: x outside [0, width], y outside [0, height]) or behind the camera (``in_front``
+   False) cannot be detected: it is missing too (``Detections.outside``).
 
 Everything is drawn from a ``torch.Generator`` seeded by ``DetectorConfig.seed``. The defaults
 give a measured mean 2D error of 14.2 px (median 9.9 px) per visible joint on the default
@@ -80,20 +83,30 @@ class Detections:
     """Output of :func:`simulate_detections` for inputs of shape (..., 17, 2).
 
     ``points`` (..., 17, 2) px (0 where missing), ``visible`` (..., 17) bool, and the drawn
-    events: ``gross`` (..., 17) bool, ``swapped`` (..., 2) bool (arms, legs), ``missing``."""
+    events: ``gross`` (..., 17) bool, ``swapped`` (..., 2) bool (arms, legs), ``missing``
+    (drawn at ``missing_rate``), ``outside`` (..., 17) bool (projection outside the image or
+    behind the camera; all False without ``image_size``). ``visible = ~(missing | outside)``."""
 
     points: torch.Tensor
     visible: torch.Tensor
     gross: torch.Tensor
     swapped: torch.Tensor
     missing: torch.Tensor
+    outside: torch.Tensor | None = None
 
 
 def simulate_detections(
     clean: torch.Tensor, config: DetectorConfig | None = None,
     generator: torch.Generator | None = None,
+    image_size: torch.Tensor | tuple[float, float] | None = None,
+    in_front: torch.Tensor | None = None,
 ) -> Detections:
-    """Corrupt exact projections ``clean`` (..., 17, 2) like a stacked-hourglass detector."""
+    """Corrupt exact projections ``clean`` (..., 17, 2) like a stacked-hourglass detector.
+
+    ``image_size``: (width, height) px, or a tensor broadcasting to (..., 1, 2) (one size per
+    view); joints projected outside it are missing. ``in_front``: (..., 17) bool, False for
+    joints behind the camera (missing too). The random draws do not depend on either, so the
+    same seed gives the same noise with and without them."""
     cfg = config or DetectorConfig()
     if clean.shape[-2:] != (sk.NUM_JOINTS, 2):
         raise ValueError(f"expected (..., {sk.NUM_JOINTS}, 2) points, got {tuple(clean.shape)}")
@@ -120,9 +133,16 @@ def simulate_detections(
         perm[..., list(right)] = torch.where(s, torch.tensor(left), torch.tensor(right))
     points = torch.gather(points, -2, perm.unsqueeze(-1).expand(*lead, J, 2))
     missing = torch.rand((*lead, J), generator=gen, dtype=torch.float32) < cfg.missing_rate
-    points = torch.where(missing.unsqueeze(-1), torch.zeros((), dtype=dtype), points)
-    return Detections(points=points, visible=~missing, gross=gross, swapped=swapped,
-                      missing=missing)
+    outside = torch.zeros_like(missing)
+    if image_size is not None:
+        size = torch.as_tensor(image_size, dtype=dtype)
+        outside = ((clean < 0) | (clean > size)).any(-1)
+    if in_front is not None:
+        outside = outside | ~in_front.to(torch.bool)
+    gone = missing | outside
+    points = torch.where(gone.unsqueeze(-1), torch.zeros((), dtype=dtype), points)
+    return Detections(points=points, visible=~gone, gross=gross, swapped=swapped,
+                      missing=missing, outside=outside)
 
 
 def expected_inlier_error(config: DetectorConfig) -> torch.Tensor:

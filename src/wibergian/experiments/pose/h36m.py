@@ -67,7 +67,14 @@ def _read_dataset(path: Path, key: str) -> np.ndarray:
         with h5py.File(path, "r") as hf:
             if key not in hf:
                 raise H36MFormatError(f"{path}: no dataset {key!r} (has {sorted(hf.keys())})")
-            arr = np.asarray(hf[key][()], dtype=np.float64)
+            raw = hf[key][()]
+            try:
+                arr = np.asarray(raw, dtype=np.float64)
+            except (TypeError, ValueError):
+                kind = getattr(getattr(raw, "dtype", None), "kind", type(raw).__name__)
+                raise H36MFormatError(
+                    f"{path}: dataset {key!r} is not numeric (dtype kind {kind!r}, e.g. "
+                    "strings); expected float joint coordinates") from None
     except OSError as err:
         raise H36MFormatError(f"{path}: cannot read HDF5 file ({err})") from None
     if not np.isfinite(arr).all():

@@ -14,8 +14,12 @@ grid come from nine cross products (:func:`grid_search`), batched over frames, m
 The 2D pose (normalised camera coordinates) is centred on its visible joints and divided by its
 RMS size; the model is divided by the training RMS pose size ``S0``, so the per-frame scale is
 about 1. Unknowns ``z = (t (2), s, b (B))``, ``r = ũ - t - Π R_c R_θ (s μ + Σ b e)``; the
-prior acts on ``b = s·a`` (``s ≈ 1``). Reconstruction ``R_θ (μ + Σ (b/s) e)``: monocular scale
-comes from the model.
+prior acts on ``b = s·a`` (``s ≈ 1``). Reconstruction ``R_θ (μ + Σ (b/s̃) e)``: monocular scale
+comes from the model. The scale used there is bounded by construction,
+``s̃ = clamp_smooth(s, SCALE_MIN, SCALE_MAX)`` (:func:`bounded_scale`), so a fit that drives
+``s`` to 0 or below (an implausible, upside-down or vanishing pose) cannot put a joint
+kilometres away; such a model also pays ``(s - s̃)²`` in the fusion energy and loses the
+softmin.
 
 **Multi-camera** (Tome et al. 2018): cameras of known rotation, centre and intrinsics. For a
 world point X and normalised image point n the residual ``D (X - C)`` with ``D = n r3ᵀ - R[:2]``
@@ -45,6 +49,7 @@ from torch import Tensor
 
 import wibergian
 
+from .fit_energy import FitEnergy
 from .skeleton import ROOT
 
 # R_θ = P0 + cos θ P1 + sin θ P2 (rotation about z)
@@ -90,6 +95,8 @@ class LiftResult:
         energy: (F, K) energy per model at its solution (per unit row weight).
         theta: (F, K) refined rotation of each model.
         z: (F, K, n) the linear unknowns of each model.
+        scale: (F, K) the bounded scale s̃ used by the monocular reconstruction (None for
+            multi-camera, where s multiplies the mean and nothing is divided by it).
     """
 
     pose: Tensor
@@ -98,6 +105,22 @@ class LiftResult:
     energy: Tensor
     theta: Tensor
     z: Tensor
+    scale: Tensor | None = None
+
+
+#: plausible range of the monocular scale s (the 2D pose and the model are both normalised to
+#: unit RMS size, so s ≈ 1: 0.59-1.27 over every model and view of the default held-out data).
+SCALE_MIN, SCALE_MAX = 0.4, 2.5
+#: sharpness of the smooth clamp (s̃ differs from s by < 1e-3 inside [0.6, 2.3]).
+SCALE_SHARPNESS = 20.0
+
+
+def bounded_scale(s: Tensor, lo: float = SCALE_MIN, hi: float = SCALE_MAX,
+                  beta: float = SCALE_SHARPNESS) -> Tensor:
+    """Smooth clamp of ``s`` into [lo, hi]: ``lo + softplus(β(s - lo))/β``, then the mirror
+    image at ``hi``. Differentiable everywhere, monotone, always inside [lo, hi]."""
+    low = lo + torch.nn.functional.softplus(beta * (s - lo)) / beta
+    return hi - torch.nn.functional.softplus(beta * (hi - low)) / beta
 
 
 def model_columns(mean: Tensor, basis: Tensor) -> Tensor:
@@ -169,96 +192,6 @@ def grid_search(prob: LinearProblem, angles: Tensor, ridge: float = 1e-9) -> tup
         z = torch.cholesky_solve(hg.unsqueeze(-1), chol).squeeze(-1)
         energy = yy.unsqueeze(-1) - (hg * z).sum(-1)
     return energy, z
-
-
-class FitEnergy:
-    """``E(y; params)`` of :class:`LinearProblem` for ``y = (θ, z)``, batched as (F·K, 1 + n).
-
-    ``params = (a0, a1, a2, target, w, prior, delta)`` with a* (P, R, n), target and w (P, R),
-    prior (P, n), delta (P,) (ignored by the L2 loss). Residual rows come in (x, y) pairs; the
-    pseudo-Huber loss ``ρ(q) = 2δ²(√(1 + q/δ²) - 1)`` acts on the weighted squared norm ``q`` of
-    each pair.
-
-    Closed forms (used by ``wibergian.argmin`` instead of autograd), with ``J = ∂r/∂y =
-    [-A'z, -A]``, ``A' = dA/dθ``, ``φ = ρ'(q)`` per pair (1 for L2) and ``c = φ ω`` per row:
-
-        ∇E = 2 Jᵀ (c r) + 2 (0, π² z)
-        ∇²E = 2 Jᵀ diag(c) J + 2 Σ c r ∂²r + Σ_pairs ρ''(q) ∂q ∂qᵀ + 2 diag(0, π²)
-
-    where ``∂²r/∂θ² = -A''z``, ``∂²r/∂θ∂z = -A'`` and ``∂q = 2 Σ_pair ω r J``.
-    """
-
-    def __init__(self, loss: str) -> None:
-        if loss not in ("l2", "huber"):
-            raise ValueError(f"loss must be 'l2' or 'huber', got {loss!r}")
-        self.loss = loss
-
-    @staticmethod
-    def _parts(yv: Tensor, a0: Tensor, a1: Tensor, a2: Tensor, target: Tensor) -> tuple[
-        Tensor, Tensor, Tensor, Tensor, Tensor
-    ]:
-        theta, z = yv[:, :1], yv[:, 1:]
-        c, s = torch.cos(theta)[..., None], torch.sin(theta)[..., None]
-        a = a0 + c * a1 + s * a2
-        ap = c * a2 - s * a1
-        app = -(c * a1 + s * a2)
-        r = target - (a @ z.unsqueeze(-1)).squeeze(-1)
-        jac = torch.cat([-(ap @ z.unsqueeze(-1)), -a], dim=-1)  # (P, R, 1 + n)
-        return r, jac, ap, (app @ z.unsqueeze(-1)).squeeze(-1), z
-
-    def _pair_q(self, r: Tensor, w: Tensor) -> Tensor:
-        return (w * r * r).reshape(r.shape[0], -1, 2).sum(-1)
-
-    def _phi(self, q: Tensor, delta: Tensor) -> Tensor:
-        """ρ'(q) per pair, repeated over its two rows: (P, R)."""
-        if self.loss == "l2":
-            return torch.ones_like(q).repeat_interleave(2, dim=-1)
-        phi = torch.rsqrt(1.0 + q / delta.pow(2)[:, None])
-        return phi.repeat_interleave(2, dim=-1)
-
-    def __call__(self, yv: Tensor, a0: Tensor, a1: Tensor, a2: Tensor, target: Tensor,
-                 w: Tensor, prior: Tensor, delta: Tensor) -> Tensor:
-        theta, z = yv[:, :1], yv[:, 1:]
-        a = a0 + torch.cos(theta)[..., None] * a1 + torch.sin(theta)[..., None] * a2
-        r = target - (a @ z.unsqueeze(-1)).squeeze(-1)
-        q = self._pair_q(r, w)
-        if self.loss == "l2":
-            data = q.sum(-1)
-        else:
-            d2 = delta.pow(2)[:, None]
-            data = (2.0 * d2 * (torch.sqrt(1.0 + q / d2) - 1.0)).sum(-1)
-        return data + (prior * z).pow(2).sum(-1)
-
-    def gradient(self, yv: Tensor, a0: Tensor, a1: Tensor, a2: Tensor, target: Tensor,
-                 w: Tensor, prior: Tensor, delta: Tensor) -> Tensor:
-        r, jac, _, _, z = self._parts(yv, a0, a1, a2, target)
-        coef = w * self._phi(self._pair_q(r, w), delta)
-        g = 2.0 * (jac.transpose(-1, -2) @ (coef * r).unsqueeze(-1)).squeeze(-1)
-        gp = 2.0 * prior.pow(2) * z
-        return g + torch.cat([torch.zeros_like(gp[:, :1]), gp], dim=-1)
-
-    def hessian(self, yv: Tensor, a0: Tensor, a1: Tensor, a2: Tensor, target: Tensor,
-                w: Tensor, prior: Tensor, delta: Tensor) -> Tensor:
-        r, jac, ap, appz, _ = self._parts(yv, a0, a1, a2, target)
-        q = self._pair_q(r, w)
-        coef = w * self._phi(q, delta)
-        h = 2.0 * jac.transpose(-1, -2) @ (coef.unsqueeze(-1) * jac)
-        t = coef * r
-        h_tt = -2.0 * (t * appz).sum(-1)  # (P,)
-        h_tz = -2.0 * (ap.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1)  # (P, n)
-        second = torch.zeros_like(h)
-        second[:, 0, 0] = h_tt
-        second[:, 0, 1:] = h_tz
-        second[:, 1:, 0] = h_tz
-        h = h + second
-        if self.loss == "huber":
-            d2 = delta.pow(2)[:, None]
-            rho2 = -0.5 / d2 * torch.rsqrt(1.0 + q / d2).pow(3)  # (P, pairs)
-            dq = 2.0 * ((w * r).unsqueeze(-1) * jac).reshape(r.shape[0], -1, 2, jac.shape[-1])
-            dq = dq.sum(2)  # (P, pairs, 1 + n)
-            h = h + torch.einsum("pq,pqi,pqj->pij", rho2, dq, dq)
-        pd = 2.0 * prior.pow(2)
-        return h + torch.diag_embed(torch.cat([torch.zeros_like(pd[:, :1]), pd], dim=-1))
 
 
 def _flat(x: Tensor) -> Tensor:
@@ -381,10 +314,14 @@ def lift_mono(
     cols = model_columns(mean, basis) / s0
     prob = build_problem(lin, trans, u[:, None], w, cols, prior_b)
     theta, z, energy = solve(prob, angles, loss, delta, damping, refine)
-    s = z[..., 2:3]
-    coef = z[..., 3:] / s
+    s = z[..., 2]
+    s_bounded = bounded_scale(s)
+    coef = z[..., 3:] / s_bounded[..., None]
     poses = rotate(theta, mean + torch.einsum("fkb,kbjd->fkjd", coef, basis))
-    return _fuse(poses, energy, vis.sum(-1), theta, z, temperature, bias)
+    penalty = (s - s_bounded).pow(2)  # per-row energy units: an out-of-range model loses
+    res = _fuse(poses, energy, vis.sum(-1), theta, z, temperature, bias, penalty)
+    res.scale = s_bounded
+    return res
 
 
 def lift_multi(
@@ -419,8 +356,10 @@ def lift_multi(
 
 
 def _fuse(poses: Tensor, energy: Tensor, rows: Tensor, theta: Tensor, z: Tensor,
-          temperature: Tensor, bias: Tensor) -> LiftResult:
+          temperature: Tensor, bias: Tensor, penalty: Tensor | None = None) -> LiftResult:
     e = energy / rows.clamp_min(1.0)[:, None]
+    if penalty is not None:
+        e = e + penalty
     wts = softmin_fuse(e, temperature, bias)
     poses = root_centre(poses)
     pose = (wts[..., None, None] * poses).sum(1)

@@ -134,6 +134,10 @@ class MocapClip:
         return int(self.poses.shape[0])
 
 
+#: plausible standing height of a mocap subject, mm (rest pose, head top to the feet).
+HEIGHT_RANGE_MM = (500.0, 2500.0)
+
+
 def load_asf_amc(
     asf: str | Path, amc: str | Path, capture_fps: float = 120.0, step: int = 5
 ) -> MocapClip:
@@ -145,6 +149,14 @@ def load_asf_amc(
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
     skel = parse_asf(asf)
+    has_feet = any("foot" in n or "toes" in n for n in skel.bones)
+    height = rest_height_mm(skel) if "head" in skel.bones and has_feet else None
+    if height is not None and not HEIGHT_RANGE_MM[0] <= height <= HEIGHT_RANGE_MM[1]:
+        per_unit = skel.mm_per_unit
+        raise MocapFormatError(
+            asf, None, f"rest-pose height {height / 1000:.3g} m with ':units length "
+            f"{skel.length_unit:g}' ({per_unit:.3g} mm per unit); a person is 0.5-2.5 m tall: "
+            f"the length unit looks wrong by a factor of about {height / 1650:.2g}")
     motion = parse_amc(amc, skel)
     poses = to_h36m17(forward_kinematics(skel, motion), str(asf))[::step]
     return MocapClip(poses=poses, fps=capture_fps / step, source=f"{Path(amc).name} (CMU mocap)")

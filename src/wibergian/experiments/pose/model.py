@@ -34,6 +34,16 @@ from .lifting import LiftResult, lift_mono, lift_multi, rotation_grid
 from .ppca import PPCAMixture
 
 BASIS_GROUP = ("mean", "basis", "log_sigma", "log_cam_w")
+#: ``learn`` presets: which parameters are trained.
+LEARN_GROUPS: dict[str, tuple[str, ...] | None] = {
+    "all": None,  # every parameter
+    "basis": BASIS_GROUP,  # only μ, e, σ and the camera weights
+    # everything except the pose vectors μ and e (~300 scalars instead of ~4,300)
+    "no_basis": ("log_sigma", "log_joint_w", "log_cam_w", "log_reg", "log_robust",
+                 "log_temp", "fusion_bias"),
+    # only the hand-set scalars and the fusion biases (what a grid search could tune, + K)
+    "scalars": ("log_reg", "log_robust", "log_temp", "log_cam_w", "fusion_bias"),
+}
 
 
 @dataclass
@@ -136,11 +146,14 @@ class PoseModel(nn.Module):
 
     # -------------------------------------------------------------- parameters
     def set_learnable(self, learn: str) -> None:
-        """``"all"``: every parameter; ``"basis"``: only μ, e, σ and the camera weights."""
-        if learn not in ("all", "basis"):
-            raise ValueError(f"learn must be 'all' or 'basis', got {learn!r}")
+        """Train the parameters of preset ``learn`` (:data:`LEARN_GROUPS`): ``"all"``;
+        ``"basis"`` (μ, e, σ, camera weights); ``"no_basis"`` (all but μ and e);
+        ``"scalars"`` (ρ, δ, T, camera weights, fusion biases)."""
+        if learn not in LEARN_GROUPS:
+            raise ValueError(f"learn must be one of {sorted(LEARN_GROUPS)}, got {learn!r}")
+        group = LEARN_GROUPS[learn]
         for name, p in self.named_parameters():
-            p.requires_grad_(learn == "all" or name in BASIS_GROUP)
+            p.requires_grad_(group is None or name in group)
 
     def num_learnable(self) -> int:
         """Number of scalars that require grad."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from wibergian.progress import phase
 from wibergian.train import TrainConfig
 
 from .datasets import PoseData
@@ -58,7 +59,7 @@ def _train_cfg(s: SuiteSettings, mode: str) -> TrainConfig:
 
 
 def run_suite(data: PoseData, s: SuiteSettings, out_dir: Path | None = None,
-              log: callable = print) -> tuple[dict, dict]:
+              log: callable = print, quiet: bool = False) -> tuple[dict, dict]:
     """Run every variant; returns ``(results, artefacts)``: the JSON-able results and, for the
     plots, the multi-camera predictions and trained models."""
     train, test = data.train(), data.test()
@@ -80,41 +81,46 @@ def run_suite(data: PoseData, s: SuiteSettings, out_dir: Path | None = None,
             if mode == "mono":
                 variants = tuple(v for v in variants if v in s.mono_variants)
             huber_train_seconds = None
-            for name in variants:
-                loss = "huber" if "huber" in name or name == "grid_search" else "l2"
-                source = "train" if name == "refit_ppca" else "half"
-                model = build_model(data, ModelConfig(mode=mode, loss=loss, grid=s.grid),
-                                    s.num_models, s.num_basis, source=source, seed=s.seed)
-                entry: dict = {"loss": loss, "pose_prior": source}
-                if name.startswith("trained") or name == "learn_basis":
-                    learn = "basis" if name == "learn_basis" else "all"
-                    run_dir = None if out_dir is None else out_dir / "runs" / f"{mode}_{name}"
-                    model, tr = train_model(model, train, _train_cfg(s, mode), run_dir, learn=learn)
-                    entry.update(train_seconds=tr["seconds"], steps=tr["steps"],
-                                 learnable_parameters=tr["learnable_parameters"],
-                                 learnt_scalars=model.scalars())
-                    if name == "trained_huber":
-                        huber_train_seconds = tr["seconds"]
-                elif name == "grid_search":
-                    budget = huber_train_seconds or 30.0
-                    g = grid_search(model, train, budget, seed=s.seed)
-                    entry.update(search_seconds=g.seconds, budget_seconds=budget,
-                                 configs_tried=len(g.tried), grid_size=g.grid_size,
-                                 best_multipliers=g.best, best_train_P1=g.best_p1)
-                t0 = time.perf_counter()
-                m = evaluate_model(model, test)
-                entry.update(summary(m))
-                entry["eval_seconds"] = time.perf_counter() - t0
-                res[name] = entry
-                if mode == "multi":
-                    art["models"][name] = model
-                    art["pred"][name] = predict(model, test)[0]
-                    art["per_frame"] = art.get("per_frame", {})
-                    art["per_frame"][name] = m["per_frame_P1"]
-                elif name == "trained_l2":
-                    art["models"]["mono_trained_l2"] = model
-                log(f"[pose {mode}] {name:16s} P1 {m['P1']:.1f}  P2 {m['P2']:.1f}  "
-                    f"P3 {m['P3']:.1f} mm")
+            with phase(f"pose {mode}", total=len(variants), unit="variant",
+                       quiet=quiet) as prog:
+                for name in variants:
+                    loss = "huber" if "huber" in name or name == "grid_search" else "l2"
+                    source = "train" if name == "refit_ppca" else "half"
+                    model = build_model(data, ModelConfig(mode=mode, loss=loss, grid=s.grid),
+                                        s.num_models, s.num_basis, source=source, seed=s.seed)
+                    entry: dict = {"loss": loss, "pose_prior": source}
+                    if name.startswith("trained") or name == "learn_basis":
+                        learn = "basis" if name == "learn_basis" else "all"
+                        run_dir = None if out_dir is None else out_dir / "runs" / f"{mode}_{name}"
+                        model, tr = train_model(model, train, _train_cfg(s, mode), run_dir,
+                                                learn=learn)
+                        entry.update(train_seconds=tr["seconds"], steps=tr["steps"],
+                                     learnable_parameters=tr["learnable_parameters"],
+                                     learnt_scalars=model.scalars())
+                        if name == "trained_huber":
+                            huber_train_seconds = tr["seconds"]
+                    elif name == "grid_search":
+                        budget = huber_train_seconds or 30.0
+                        g = grid_search(model, train, budget, seed=s.seed)
+                        entry.update(search_seconds=g.seconds, budget_seconds=budget,
+                                     configs_tried=len(g.tried), grid_size=g.grid_size,
+                                     best_multipliers=g.best, best_train_P1=g.best_p1)
+                    t0 = time.perf_counter()
+                    m = evaluate_model(model, test)
+                    entry.update(summary(m))
+                    entry["eval_seconds"] = time.perf_counter() - t0
+                    res[name] = entry
+                    if mode == "multi":
+                        art["models"][name] = model
+                        art["pred"][name] = predict(model, test)[0]
+                        art["per_frame"] = art.get("per_frame", {})
+                        art["per_frame"][name] = m["per_frame_P1"]
+                    elif name == "trained_l2":
+                        art["models"]["mono_trained_l2"] = model
+                    prog.update(1)
+                    if not quiet:
+                        log(f"[pose {mode}] {name:16s} P1 {m['P1']:.1f}  P2 {m['P2']:.1f}  "
+                            f"P3 {m['P3']:.1f} mm")
         art["gt"] = test.poses3d
     finally:
         torch.set_num_threads(prev_threads)
@@ -141,8 +147,9 @@ LABELS = {
 
 def markdown_table(results: dict) -> str:
     """The results table (one row per variant and mode) as markdown."""
-    lines = ["| mode | variant | P1 (mm) | P2 (mm) | P3 (mm) | samples | learnt params | "
-             "train / search time (s) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| mode | variant | P1 (mm) | P1 median | P1 p90 | > 500 mm | P2 (mm) | P3 (mm) | "
+             "samples | learnt params | train / search time (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode in ("multi", "mono"):
         for name, r in results.get(mode, {}).items():
             secs = r.get("train_seconds", r.get("search_seconds"))
@@ -151,7 +158,9 @@ def markdown_table(results: dict) -> str:
                 extra = f" ({r['configs_tried']} of {r['grid_size']} configs)"
             lines.append(
                 f"| {'4-camera' if mode == 'multi' else 'monocular'} | {LABELS.get(name, name)} "
-                f"| {r['P1']:.1f} | {r['P2']:.1f} | {r['P3']:.1f} | {r['frames']} | "
+                f"| {r['P1']:.1f} | {r.get('P1_median', float('nan')):.1f} | "
+                f"{r.get('P1_p90', float('nan')):.1f} | {r.get('over_500mm', '')} | "
+                f"{r['P2']:.1f} | {r['P3']:.1f} | {r['frames']} | "
                 f"{r.get('learnable_parameters', 0)} | "
                 f"{'' if secs is None else f'{secs:.0f}'}{extra} |"
             )

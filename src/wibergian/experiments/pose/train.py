@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -148,25 +148,75 @@ def make_optimizer(model: PoseModel, cfg: TrainConfig,
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def anchor_penalty(model: PoseModel, init: dict[str, Tensor]) -> Tensor:
+    """``Σ_learnable ||p - p0||²``: squared distance of the learnable parameters from their
+    values ``init`` (the untrained model). Entries of μ, e are metres (~0.1), the others are
+    log-scales or biases (~1), so a plain sum weighs a 1 cm change of a pose vector like a
+    0.01 change of a log-weight."""
+    total = torch.zeros((), dtype=model.mean.dtype)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            total = total + (p - init[n]).pow(2).sum()
+    return total
+
+
 def train_model(model: PoseModel, train: PoseData, cfg: TrainConfig, run_dir: Path | None = None,
                 learn: str = "all", resume: bool = False,
-                lr_factors: dict[str, float] | None = None) -> tuple[PoseModel, dict]:
+                lr_factors: dict[str, float] | None = None, *, anchor: float = 0.0,
+                validation: PoseData | None = None) -> tuple[PoseModel, dict]:
     """Train ``model`` on the frames of ``train`` (all of them). Returns (model, summary).
 
     ``lr_factors`` multiplies the learning rate per parameter name (default :data:`LR_FACTORS`;
-    pass ``{}`` for one rate for all)."""
+    pass ``{}`` for one rate for all). ``anchor`` > 0 adds ``anchor · Σ ||p - p0||²``
+    (:func:`anchor_penalty`, regularisation toward the untrained values) to the loss.
+    ``validation``: frames scored (P1, mm) every ``cfg.eval_every`` steps (default every
+    ``max(steps // 5, 1)``) and at the end; the parameters of the best score are restored
+    (early stopping; ``summary["best_step"]``). Progress: the trainer's (``cfg.quiet``)."""
     model.set_learnable(learn)
     data = arrays(train).as_tuple()
     t0 = time.perf_counter()
     opt = make_optimizer(model, cfg, lr_factors)
-    result = Trainer(model, pose_loss, data, cfg, run_dir=run_dir, resume=resume,
-                     optimizer=opt).fit()
+    init = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss_fn = pose_loss
+    if anchor > 0:
+        def loss_fn(m: PoseModel, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, float]]:
+            err, metrics = pose_loss(m, batch)
+            pen = anchor * anchor_penalty(m, init)
+            metrics["anchor"] = float(pen.detach())
+            return err + pen, metrics
+
+    best: dict = {"p1": float("inf"), "step": 0, "state": None}
+    eval_fn = None
+    steps_seen = [0]
+    if validation is not None:
+        from .evaluate import evaluate_model  # evaluate imports this module
+
+        if cfg.eval_every is None:
+            cfg = replace(cfg, eval_every=max(cfg.steps // 5, 1))
+
+        def eval_fn(m: PoseModel) -> dict[str, float]:
+            steps_seen[0] += cfg.eval_every
+            p1 = float(evaluate_model(m, validation)["P1"])
+            if p1 < best["p1"]:
+                best.update(p1=p1, step=min(steps_seen[0], cfg.steps),
+                            state={k: v.detach().clone() for k, v in m.state_dict().items()})
+            return {"val_P1_mm": p1}
+
+        best.update(p1=float(evaluate_model(model, validation)["P1"]), step=0,
+                    state={k: v.detach().clone() for k, v in model.state_dict().items()})
+    result = Trainer(model, loss_fn, data, cfg, run_dir=run_dir, resume=resume,
+                     optimizer=opt, eval_fn=eval_fn).fit()
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
     seconds = time.perf_counter() - t0
     summary = {
         "steps": result.steps_done, "final_loss_mm": None if result.final_loss is None
         else 1000.0 * result.final_loss, "seconds": seconds, "learn": learn,
-        "learnable_parameters": model.num_learnable(),
+        "learnable_parameters": model.num_learnable(), "anchor": anchor,
     }
+    if validation is not None:
+        summary.update(best_step=best["step"], best_val_P1=best["p1"],
+                       validation_frames=validation.num_frames)
     if run_dir is not None:
         save_model(model, run_dir, {"train": summary})
     return model, summary
