@@ -69,6 +69,7 @@ class AdjointSpec:
     cg_max_iter: int | None = None
     record: dict[str, Any] = field(default_factory=dict)  # backward diagnostics land here
     factor: HessianFactor | None = None  # the forward's Cholesky factor at y*, if any
+    hessian: Tensor | None = None  # the forward's symmetric ∇²E (B, n, n) at y_point, if any
     warn: bool = True  # FallbackWarning from the backward (argmin's warn=)
 
 
@@ -93,7 +94,9 @@ def _regularised_solve(
             # the forward factored exactly H + λI at y*: two triangular solves, nothing else
             return dense_solve(None, rhs, spec.damping, spec.regulariser, factor=factor)
         closed_h = closed_hessian(spec.energy)
-        if closed_h is not None:  # declared in closed form (symmetric by contract)
+        if spec.hessian is not None:  # the forward already built it at this point
+            h = spec.hessian
+        elif closed_h is not None:  # declared in closed form (symmetric by contract)
             with torch.no_grad():
                 h = closed_h(yv.detach(), *[p.detach() for p in params])
         else:

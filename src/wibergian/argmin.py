@@ -16,7 +16,14 @@ from torch import Tensor
 
 from .adjoint import AdjointSpec
 from .checks import check_candidates, check_damping, start_energy
-from .derivatives import energy_value, gradient, gradient_and_hessian, hvp_operator
+from .compiled import compiled_energy
+from .derivatives import (
+    energy_value,
+    gradient,
+    gradient_and_hessian,
+    hvp_operator,
+    value_gradient_hessian,
+)
 from .energy import EnergyFn
 from .errors import FallbackWarning, NonConvergenceWarning, NonSmoothWarning
 from .errors import warn as _warn
@@ -44,6 +51,7 @@ class ArgminInfo:
         final_step_accepted: ``(B,)`` whether the final damped Newton step was kept (it is
             rejected where it would raise the energy).
         forward_fallbacks: problems whose final-step solve needed the eigenvalue fallback.
+        compile_s: seconds spent compiling in this call (``compile=True``; 0 once cached).
         saddle: ``(B,)`` bool, the problem ended at a stationary point where the solver's
             second-order check found negative curvature (such problems are also not
             converged); ``None`` when the solver does not check (only ``"newton"`` and
@@ -67,6 +75,7 @@ class ArgminInfo:
     final_step_accepted: Tensor | None = None
     forward_fallbacks: int = 0
     backend: str = "dense"
+    compile_s: float = 0.0
     perturbed_starts: int = 0
     backward: dict[str, Any] = field(default_factory=dict)
     saddle: Tensor | None = None
@@ -160,27 +169,59 @@ def _final_step(
     regulariser: str,
     backend: str,
     factor: HessianFactor | None = None,
-) -> tuple[Tensor, Tensor, int]:
-    """One damped Newton step ``y - (H + λI)^-1 ∇E`` where it does not raise the energy (a
-    solver's factor of ``H + λI`` at ``y`` is reused when it has one)."""
+    result: Any = None,
+    want_hessian: bool = False,
+) -> tuple[Tensor, Tensor, int, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """One damped Newton step ``y - (H + λI)^-1 ∇E`` where it does not raise the energy.
+
+    Reuses what the solver ``result`` already has at ``y`` (a factor of ``H + λI``, the Hessian,
+    ``E`` and ``∇E``). With ``want_hessian`` (dense back end) the new point is evaluated by one
+    value-gradient-Hessian pass, so that the backward needs no Hessian of its own.
+
+    Returns ``(y_out, accepted, fallbacks, E, ∇E, H_out, H_in)``: ``E, ∇E`` at ``y_out``;
+    ``H_out`` the Hessian at ``y_out`` (or ``None``), ``H_in`` the one at ``y`` (or ``None``).
+    """
     ps = [p.detach() for p in params]
+    g = getattr(result, "grad", None)
+    h = getattr(result, "hessian", None)
+    e_old = getattr(result, "energy", None)
+    if h is not None and tuple(h.shape) != (*y.shape, y.shape[1]):
+        h = None
     with torch.no_grad():
-        if backend == "dense" and factor is not None and factor.solves(damping, regulariser):
+        if g is None or g.shape != y.shape:
             g = gradient(energy, y, ps)
+        if backend == "dense" and factor is not None and factor.solves(damping, regulariser):
             d, stats = dense_solve(None, g, damping, regulariser, factor=factor)
         elif backend == "dense":
-            g, h = gradient_and_hessian(energy, y, ps)
+            if h is None:
+                g, h = gradient_and_hessian(energy, y, ps)
             d, stats = dense_solve(h, g, damping, regulariser, factor=factor)
         else:
             g, hvp = hvp_operator(energy, y, ps)
             d, stats = cg_solve(hvp, g, damping)
         y_new = y - d
-        e_old = energy_value(energy, y, ps)
-        e_new = energy_value(energy, y_new, ps)
+        if e_old is None or e_old.shape != y.shape[:1]:
+            e_old = energy_value(energy, y, ps)
+        h_new = None
+        if want_hessian:
+            e_new, g_new, h_new = value_gradient_hessian(energy, y_new, ps)
+        else:
+            e_new = energy_value(energy, y_new, ps)
+            g_new = None
         slack = 1e-12 * (1 + e_old.abs())
         ok = torch.isfinite(e_new) & (e_new <= e_old + slack) & torch.isfinite(d).all(-1)
         y_out = torch.where(ok.unsqueeze(-1), y_new, y)
-    return y_out, ok, stats.fallbacks
+        e_out = torch.where(ok, e_new, e_old)
+        g_out = (torch.where(ok.unsqueeze(-1), g_new, g) if g_new is not None
+                 else None)
+        h_out = None
+        if h_new is not None:
+            h_out = h_new if h is None else torch.where(ok[:, None, None], h_new, h)
+            if h is None and not bool(ok.all()):
+                h_out = None  # a rejected step stays where no Hessian was built
+        if g_out is None:
+            g_out = torch.where(ok.unsqueeze(-1), gradient(energy, y_new, ps), g)
+    return y_out, ok, stats.fallbacks, e_out, g_out, h_out, h
 
 
 def _forward_warnings(info: ArgminInfo, b: int) -> None:
@@ -229,6 +270,7 @@ def argmin(
     cg_max_iter: int | None = None,
     return_info: bool = False,
     warn: bool = True,
+    compile: bool = False,
 ) -> Tensor | tuple[Tensor, ArgminInfo]:
     """Minimise ``energy`` for a batch of independent problems, differentiably.
 
@@ -262,6 +304,10 @@ def argmin(
             the ``loss.backward()`` line) when problems do not converge, need fallbacks (forward
             final step or backward) or had their start moved; ``False`` silences all of them.
             The classes are in ``wibergian.errors`` (all subclasses of ``WibergianWarning``).
+        compile: compile the no-gradient functions built from ``energy`` (its value and its
+            value-gradient-Hessian; ``compiled.py``), cached per energy object; the seconds
+            spent compiling are reported apart in ``info.compile_s``. Falls back to eager with
+            a :class:`~wibergian.compiled.CompileFallbackWarning` when compilation fails.
 
     Returns:
         ``y*`` ``(B, n)`` (and the info when ``return_info``).
@@ -281,6 +327,10 @@ def argmin(
     if regulariser == "floor" and backend != "dense":
         raise ValueError("regulariser='floor' needs eigenvalues: use linear_solver='dense'")
     inner = _solver_from(solver, max_iter, tol, n)
+    compiled = compiled_energy(energy) if compile else None
+    compile_s0 = compiled.compile_seconds if compiled is not None else 0.0
+    if compiled is not None:
+        energy = compiled
 
     if b == 0:
         zero = sum((p.sum() * 0 for p in params if p.is_floating_point() and p.requires_grad),
@@ -304,25 +354,39 @@ def argmin(
     factor = getattr(result, "factor", None) if backend == "dense" else None
     if factor is not None and tuple(factor.chol.shape) != (b, n, n):
         factor = None
+    needs_graph = torch.is_grad_enabled() and any(
+        p.is_floating_point() and p.requires_grad for p in params
+    )
+    # the backward's Hessian, built by the forward where it builds one anyway (never twice)
+    h_in = getattr(result, "hessian", None) if backend == "dense" else None
+    if h_in is not None and tuple(h_in.shape) != (b, n, n):
+        h_in = None
+    h_point = h_in
     y_star, accepted, fwd_fb = y_pre, None, 0
+    g, e = getattr(result, "grad", None), getattr(result, "energy", None)
     if final_step:
-        y_star, accepted, fwd_fb = _final_step(energy, y_pre, params, damping, regulariser,
-                                               backend, factor)
+        want_h = (needs_graph and backend == "dense" and adjoint == "implicit"
+                  and not (factor is not None and factor.constant
+                           and factor.solves(damping, regulariser)))
+        y_star, accepted, fwd_fb, e, g, h_out, h_in = _final_step(
+            energy, y_pre, params, damping, regulariser, backend, factor, result, want_h)
+        h_point = h_in if adjoint == "newton_step" else h_out
         if factor is not None and not factor.constant and bool(accepted.any()):
             factor = None  # the Hessian moved with y
     with torch.no_grad():
         ps = [p.detach() for p in params]
-        moved = final_step and bool(accepted.any())
-        g, e = getattr(result, "grad", None), getattr(result, "energy", None)
-        if moved or g is None or e is None:  # else the solver's own, at this very point
+        if g is None or e is None:  # else the solver's own (or the final step's), at y*
             g = gradient(energy, y_star, ps)
             e = energy_value(energy, y_star, ps)
         lost = ~torch.isfinite(g).all(-1)
-        if moved and bool((lost & accepted).any()):  # the final step landed on a kink: undo it
+        if final_step and bool((lost & accepted).any()):  # the final step landed on a kink: undo
             accepted = accepted & ~lost
             y_star = torch.where(accepted.unsqueeze(-1), y_star, y_pre)
             g, e = gradient(energy, y_star, ps), energy_value(energy, y_star, ps)
             lost = ~torch.isfinite(g).all(-1)
+            if adjoint == "implicit":  # the Hessian at the restored points is the solver's
+                h_point = (torch.where(accepted[:, None, None], h_point, h_in)
+                           if h_point is not None and h_in is not None else None)
     perturbed = getattr(result, "perturbed", None)
     info = ArgminInfo(
         iterations=result.iterations,
@@ -333,6 +397,7 @@ def argmin(
         final_step_accepted=accepted,
         forward_fallbacks=fwd_fb,
         backend=backend,
+        compile_s=compiled.compile_seconds - compile_s0 if compiled is not None else 0.0,
         perturbed_starts=0 if perturbed is None else int(perturbed.sum()),
         saddle=getattr(result, "saddle", None),
         solver=choose_solver(n, solver) if isinstance(solver, str) else type(solver).__name__,
@@ -341,7 +406,7 @@ def argmin(
         _forward_warnings(info, b)
     spec = AdjointSpec(energy, float(damping), regulariser, backend, adjoint, cg_tol, cg_max_iter,
                        record=info.backward, factor=factor if adjoint == "implicit" else None,
-                       warn=warn)
+                       hessian=h_point, warn=warn)
     y_point = y_pre if adjoint == "newton_step" else y_star
     out = attach_derivatives(spec, y_star, y_point, y0, params)
     return (out, info) if return_info else out

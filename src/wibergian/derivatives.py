@@ -6,16 +6,42 @@ the gradient of ``Σ_b ∂E_b/∂y_bi``. Closed forms declared by the energy (se
 used when present.
 
 Shapes: ``y`` is ``(B, n)``; gradients ``(B, n)``; Hessians ``(B, n, n)``.
+
+Two autograd routes to the dense Hessian of a plain energy (``HESSIAN_ROUTE``):
+
+- ``"reverse"``: one forward pass, one ``create_graph`` backward for ``g``, then ``n`` reverse
+  passes through ``g``'s graph (row ``i`` is ``∂(Σ_b g_bi)/∂y``);
+- ``"func"``: forward-over-reverse with ``torch.func``: ``jvp`` of ``y ↦ ∇_y Σ_b E_b`` along the
+  ``n`` coordinate directions (the same direction for every problem), vectorised by ``vmap`` over
+  the directions: column ``i`` of every problem's Hessian in one pass. No parameter needs to be
+  marked batched or shared: the energy always sees the whole batch.
+
+``"auto"`` takes ``"func"`` for ``n ≥ FUNC_MIN_N`` (the measured crossover, see
+docs/benchmarks.md) and ``"reverse"`` below. ``torch.func`` needs a functorch-compatible energy
+(it refuses, for example, an old-style ``autograd.Function`` without ``setup_context`` and reads
+of a tensor's storage such as ``.numpy()``; both tested): an energy that fails under it is
+remembered and served by ``"reverse"`` from then on (counted in
+:data:`FUNC_FALLBACKS`).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from .energy import EnergyFn, closed_gradient, closed_hessian
+
+#: ``"auto"`` | ``"reverse"`` | ``"func"``: how :func:`value_gradient_hessian` builds the dense
+#: Hessian of an energy without declared derivatives
+HESSIAN_ROUTE = {"route": "auto"}
+#: ``"auto"`` uses ``torch.func`` from this dimension up (``None``: never; see the module doc)
+FUNC_MIN_N: int | None = None
+#: energies that failed under ``torch.func`` (each served by the reverse route afterwards)
+FUNC_FALLBACKS = {"count": 0}
+_func_incompatible: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def energy_value(energy: EnergyFn, y: Tensor, params: Sequence[Tensor]) -> Tensor:
@@ -149,6 +175,11 @@ def value_gradient_hessian(
             e = energy_value(energy, y, ps)
         g, h = gradient_and_hessian(energy, y, ps)
         return e, g, h
+    if _use_func(energy, y.shape[1]):
+        try:
+            return func_value_gradient_hessian(energy, y, ps)
+        except Exception:  # noqa: BLE001 - not functorch-compatible: the reverse route
+            _mark_incompatible(energy)
     with torch.enable_grad():
         yv = y.detach().requires_grad_(True)
         e = energy_value(energy, yv, ps)
@@ -156,6 +187,59 @@ def value_gradient_hessian(
         h = hessian_from_graph(yv, g)
     h = 0.5 * (h + h.transpose(1, 2))
     return e.detach(), g.detach(), h.detach()
+
+
+def _use_func(energy: EnergyFn, n: int) -> bool:
+    route = HESSIAN_ROUTE["route"]
+    if route not in ("auto", "reverse", "func"):
+        raise ValueError(f"HESSIAN_ROUTE must be 'auto', 'reverse' or 'func'; got {route!r}")
+    if route == "reverse" or (route == "auto" and (FUNC_MIN_N is None or n < FUNC_MIN_N)):
+        return False
+    try:
+        return energy not in _func_incompatible
+    except TypeError:  # not weak-referenceable: try every time
+        return True
+
+
+def _mark_incompatible(energy: EnergyFn) -> None:
+    FUNC_FALLBACKS["count"] += 1
+    try:
+        _func_incompatible[energy] = True
+    except TypeError:
+        pass
+
+
+def func_value_gradient_hessian(
+    energy: EnergyFn, y: Tensor, params: Sequence[Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(E, ∇_y E, ∇²_y E)`` by forward-over-reverse (``torch.func``), detached.
+
+    ``vmap`` over the ``n`` directions ``e_i`` (``(n, B, n)``, the same unit vector for every
+    problem) of ``jvp(y ↦ ∇_y Σ_b E_b)``: output ``i`` is column ``i`` of every Hessian. Raises
+    whatever ``torch.func`` raises for an incompatible energy.
+    """
+    from torch.func import grad, jvp, vmap
+
+    b, n = y.shape
+    ps = [p.detach() for p in params]
+    y = y.detach()
+
+    def total(yy: Tensor) -> tuple[Tensor, Tensor]:
+        e = energy_value(energy, yy, ps)
+        return e.sum(), e
+
+    grad_with_value = grad(total, has_aux=True)
+
+    def column(t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        (g, e), (hcol, _) = jvp(grad_with_value, (y,), (t,))
+        return hcol, g, e
+
+    basis = torch.eye(n, dtype=y.dtype, device=y.device)[:, None, :].expand(n, b, n)
+    with torch.no_grad():
+        cols, g, e = vmap(column, out_dims=(0, None, None))(basis)
+    h = cols.permute(1, 2, 0)  # h[b, j, i] = ∂g_bj/∂y_bi
+    h = 0.5 * (h + h.transpose(1, 2))
+    return e, g, h
 
 
 def hvp_operator(

@@ -32,8 +32,9 @@ class ArgminLayer(nn.Module):
 
     Args:
         energy: an ``nn.Module`` whose ``forward(y, *inputs)`` returns one energy per problem.
-        **argmin_kwargs: defaults for :func:`wibergian.argmin` (``damping``, ``solver``, …);
-            each call may override them.
+        **argmin_kwargs: defaults for :func:`wibergian.argmin` (``damping``, ``solver``,
+            ``compile``, …); each call may override them. With ``compile=True`` the compiled
+            kernels are kept between calls (one energy function per input layout).
     """
 
     def __init__(self, energy: nn.Module, **argmin_kwargs: Any) -> None:
@@ -41,16 +42,23 @@ class ArgminLayer(nn.Module):
         self.energy = energy
         self.argmin_kwargs = argmin_kwargs
         self.last_info: ArgminInfo | None = None
+        self._energy_fns: dict[tuple[Any, ...], Any] = {}
 
     def forward(self, y0: Tensor, *inputs: Tensor, **overrides: Any) -> Tensor:
         names = [name for name, _ in self.energy.named_parameters()]
         values = [p for _, p in self.energy.named_parameters()]
         k = len(inputs)
-        module = self.energy
+        # one energy function per layout, kept: compile=True caches its kernels per energy
+        key = (k, tuple(names))
+        fn = self._energy_fns.get(key)
+        if fn is None:
+            module = self.energy
 
-        def fn(y: Tensor, *ps: Tensor) -> Tensor:
-            return functional_call(module, dict(zip(names, ps[k:], strict=True)), (y, *ps[:k]))
+            def fn(y: Tensor, *ps: Tensor, _names=tuple(names), _k=k) -> Tensor:
+                return functional_call(module, dict(zip(_names, ps[_k:], strict=True)),
+                                       (y, *ps[:_k]))
 
+            self._energy_fns[key] = fn
         kwargs = {**self.argmin_kwargs, **overrides, "return_info": True}
         y_star, info = argmin(fn, y0, (*inputs, *values), **kwargs)
         self.last_info = info

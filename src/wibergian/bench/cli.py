@@ -16,10 +16,11 @@ from typing import Any
 
 QUICK = {"W1": [1000], "W2": [1000], "W3": [128], "w3_iters": 30, "min_repeats": 3,
          "max_repeats": 8, "budget_s": 60.0, "batch": [1000, 2000, 4000], "dense": [2, 8, 32, 128],
-         "free": [64, 128, 256]}
+         "free": [64, 128, 256], "D": [2, 8], "D_batch": 1000}
 FULL = {"W1": [1000, 20000], "W2": [1000, 10000], "W3": [512], "w3_iters": 30, "min_repeats": 5,
         "max_repeats": 20, "budget_s": 240.0, "batch": [1000, 3000, 10000, 30000, 100000],
-        "dense": [2, 8, 32, 128, 512, 1024], "free": [128, 256, 512, 1024]}
+        "dense": [2, 8, 32, 128, 512, 1024], "free": [128, 256, 512, 1024],
+        "D": [2, 8, 32, 128], "D_batch": 1000}
 
 
 def _threads(n: int) -> None:
@@ -38,30 +39,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the selected workloads (and scaling) and write the JSON; returns the run dict."""
     from . import machine
 
-    machine.set_malloc_threshold(machine.TIMING_THRESHOLD)
+    if args.malloc == "tuned":
+        machine.set_malloc_threshold(machine.TIMING_THRESHOLD)
     _threads(args.threads)
     from . import fused, runner, scaling, suite
 
     fused.configure(not args.no_compile)
 
-    cfg = QUICK if args.quick else FULL
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.rounds:
+        lo, _, hi = args.rounds.partition(":")
+        cfg.update(min_repeats=int(lo), max_repeats=int(hi or lo))
     wanted = [w.strip().upper() for w in args.workload.split(",") if w.strip()]
-    bad = [w for w in wanted if w not in ("W1", "W2", "W3")]
+    bad = [w for w in wanted if w not in ("W1", "W2", "W3", "D")]
     if bad:
-        raise SystemExit(f"--workload: unknown workload(s) {bad}; choose from W1, W2, W3")
+        raise SystemExit(f"--workload: unknown workload(s) {bad}; choose from W1, W2, W3, D")
     out_dir = pathlib.Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     kw = {"min_repeats": cfg["min_repeats"], "max_repeats": cfg["max_repeats"],
-          "budget_s": cfg["budget_s"]}
+          "budget_s": cfg["budget_s"], "malloc": args.malloc}
     results: dict[str, Any] = {"quick": args.quick, "started": started, "workloads": [],
-                               "notes": list(NOTES)}
+                               "notes": list(NOTES), "malloc": args.malloc}
     anchors = not args.no_anchors
     for w in wanted:
         for size in cfg[w]:
             if w == "W1":
                 methods, ref = suite.w1_suite(size, anchors)
                 res = runner.run_workload(f"W1, B = {size}", methods, ref, **kw)
+            elif w == "D":
+                from .user import dense_suite
+
+                methods, ref = dense_suite(cfg["D_batch"], size, anchors)
+                res = runner.run_workload(
+                    f"D (dense ridge-logistic), n = {size}, B = {cfg['D_batch']}", methods, ref,
+                    primary="ours (user's energy)", **kw)
             elif w == "W2":
                 methods, ref = suite.w2_suite(size, anchors)
                 res = runner.run_workload(f"W2, B = {size}", methods, ref,
@@ -117,7 +129,11 @@ def _write(results: dict[str, Any], out_dir: pathlib.Path, args: argparse.Namesp
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workload", default="W1,W2,W3", help="comma-separated: W1,W2,W3")
+    p.add_argument("--workload", default="W1,W2,W3",
+                   help="comma-separated: W1,W2,W3,D (D: the dense ridge-logistic sweep)")
+    p.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
+                   help="glibc allocator: 'tuned' (32 MiB mmap threshold, plus a memory pass) "
+                        "or 'default' (as a user's process has it; no memory figures)")
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     p.add_argument("--out", default="benchmarks/results", help="directory for the JSON")
     p.add_argument("--threads", type=int, default=1,
@@ -129,6 +145,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and its energy in graph-free forward solves); needs no C++ compiler")
     p.add_argument("--scaling", action="store_true", help="also run the scaling sweeps")
     p.add_argument("--docs", default=None, help="render this markdown file from the JSON")
+    p.add_argument("--rounds", default="", help="MIN:MAX timed rounds (default: by mode)")
     p.add_argument("--tag", default="", help="suffix of the JSON file name (separate runs)")
 
 

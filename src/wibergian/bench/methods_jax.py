@@ -255,3 +255,86 @@ def w2_methods(data: W2Data, damping: float = DAMPING, autodiff: bool = True
                                      f"custom_root, CG with ridge={damping}", damping,
                                      TOL_ITERATIVE)))
     return out
+
+
+# ------------------------------------------------------------------------- dense ridge-logistic
+
+
+def _dense_energy(y, x, t, log_lam, mu):
+    """One problem: ``y`` (n,), ``x`` (M, n), ``t`` (M,)."""
+    z = x @ y
+    return jnp.sum(jax.nn.softplus(z) - t * z) + 0.5 * jnp.exp(log_lam) * jnp.sum((y - mu) ** 2)
+
+
+_dense_grad = jax.grad(_dense_energy)
+_dense_hess = jax.hessian(_dense_energy)
+
+
+def _dense_newton(y0, x, t, log_lam, mu, tol: float, max_steps: int = 50):
+    """Plain Newton until ``||∇E||∞ ≤ tol`` (a while loop; vmapped, it runs until all stop)."""
+
+    def cond(st):
+        y, k = st
+        return (jnp.max(jnp.abs(_dense_grad(y, x, t, log_lam, mu))) > tol) & (k < max_steps)
+
+    def body(st):
+        y, k = st
+        g = _dense_grad(y, x, t, log_lam, mu)
+        h = _dense_hess(y, x, t, log_lam, mu)
+        chol = jnp.linalg.cholesky(h)
+        return y - jax.scipy.linalg.cho_solve((chol, True), g), k + 1
+
+    y, _ = jax.lax.while_loop(cond, body, (y0, 0))
+    return y
+
+
+def _dense_loss_with(solve_one: Callable[..., Any]):
+    def loss(p, d):
+        y0 = jnp.zeros_like(d["y_true"])
+        y = jax.vmap(solve_one, (0, 0, 0, None, None))(y0, d["x"], d["t"], p["log_lam"],
+                                                        p["mu"])
+        return jnp.mean(jnp.sum((y - d["y_true"]) ** 2, axis=-1))
+
+    return loss
+
+
+def dense_methods(arr: dict[str, np.ndarray], tol: float, damping: float = DAMPING
+                  ) -> list[BenchMethod]:
+    """Optimistix Newton (ImplicitAdjoint) and JAXopt ridge-CG ``custom_root`` on the dense
+    ridge-logistic workload (``bench/user.py``)."""
+    params = {"log_lam": arr["log_lam"], "mu": arr["mu"]}
+    dd = {k: arr[k] for k in ("x", "t", "y_true")}
+    out: list[BenchMethod] = []
+    try:
+        import optimistix as optx
+
+        def ox_one(y0, x, t, log_lam, mu):
+            fn = lambda y, args: _dense_grad(y, *args)  # noqa: E731
+            sol = optx.root_find(fn, optx.Newton(rtol=tol, atol=tol), y0, (x, t, log_lam, mu),
+                                 max_steps=50, throw=False, adjoint=optx.ImplicitAdjoint())
+            return sol.value
+
+        out.append(_JaxMethod(_dense_loss_with(ox_one), params, dd,
+                              MethodInfo("optimistix Newton", "optimistix",
+                                         "root_find(∇E) Newton, ImplicitAdjoint (λ=0), stops "
+                                         "when converged", 0.0, TOL_ITERATIVE,
+                                         stops_when_converged=True)))
+    except ImportError:
+        pass
+    try:
+        from jaxopt import implicit_diff, linear_solve
+
+        solve = partial(linear_solve.solve_cg, ridge=damping, tol=1e-12, maxiter=200)
+
+        @implicit_diff.custom_root(_dense_grad, solve=solve)
+        def jo_one(y0, x, t, log_lam, mu):
+            return _dense_newton(y0, x, t, log_lam, mu, tol)
+
+        out.append(_JaxMethod(_dense_loss_with(jo_one), params, dd,
+                              MethodInfo("jaxopt ridge-CG", "jaxopt",
+                                         f"custom_root, CG with ridge={damping}, Newton until "
+                                         "converged", damping, TOL_ITERATIVE,
+                                         stops_when_converged=True)))
+    except ImportError:
+        pass
+    return out

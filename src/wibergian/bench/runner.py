@@ -111,9 +111,14 @@ def run_workload(
     stable_rel: float = 0.05,
     budget_s: float = 300.0,
     log: Callable[[str], None] = print,
+    malloc: str = "tuned",
 ) -> dict[str, Any]:
-    """Run the protocol above; returns a JSON-ready dict."""
-    machine.set_malloc_threshold(machine.TIMING_THRESHOLD)
+    """Run the protocol above; returns a JSON-ready dict.
+
+    ``malloc="default"`` leaves glibc's allocator as a user's process has it (no ``mallopt``)
+    and skips the memory pass (which needs the small mmap threshold)."""
+    if malloc == "tuned":
+        machine.set_malloc_threshold(machine.TIMING_THRESHOLD)
     load_before = machine.load()
     first_call = {}
     for m in methods:
@@ -146,15 +151,20 @@ def run_workload(
     # Memory pass (untimed): with glibc's mmap threshold at 64 KiB every large buffer is
     # mapped and unmapped, so the high-water mark sees it; that slows eager allocation-heavy
     # code ~2x, which is why the timed rounds above run with the 32 MiB threshold instead.
-    machine.set_malloc_threshold(machine.SMALL_THRESHOLD)
-    try:
-        for m in methods:
-            measure_step(m, trim=True)  # settle
-            mem = measure_step(m, trim=True)
-            for s in samples[m.info.name]:
-                s.update({k: v for k, v in mem.items() if k.endswith("_mib")})
-    finally:
-        machine.set_malloc_threshold(machine.TIMING_THRESHOLD)
+    if malloc == "tuned":
+        machine.set_malloc_threshold(machine.SMALL_THRESHOLD)
+        try:
+            for m in methods:
+                measure_step(m, trim=True)  # settle
+                mem = measure_step(m, trim=True)
+                for s in samples[m.info.name]:
+                    s.update({k: v for k, v in mem.items() if k.endswith("_mib")})
+        finally:
+            machine.set_malloc_threshold(machine.TIMING_THRESHOLD)
+    else:  # no memory pass: the samples' peaks are under the default allocator, not reported
+        for s in samples.values():
+            for x in s:
+                x.update({k: None for k in x if k.endswith("_mib")})
     load_after = machine.load()
     results = {}
     for m in methods:
@@ -194,6 +204,7 @@ def run_workload(
         "load_after": load_after,
         "wall_s": time.perf_counter() - start,
         "primary": primary,
+        "malloc": malloc,
         "methods": results,
     }
     for name, row in results.items():

@@ -38,8 +38,11 @@ def w1_suite(batch: int, anchors: bool = True) -> tuple[list[BenchMethod], Refer
     early stop, TorchOpt, JAX anchors."""
     d = make_w1(batch)
     k = w1_iterations_to_converge(d, W1_EARLY_TOL)
+    from .user import W1User
+
     methods: list[BenchMethod] = [W1Ours(d), W1Ours(d, closed_form=False), W1Unrolled(d),
-                                  W1Ours(d, tol=W1_EARLY_TOL), W1Unrolled(d, iters=k)]
+                                  W1Ours(d, tol=W1_EARLY_TOL), W1Unrolled(d, iters=k),
+                                  W1User(d), W1User(d, compile=True)]
     if anchors and available("torchopt"):
         from .methods_torchopt import W1TorchOpt
 

@@ -24,6 +24,8 @@ class SolveResult:
             reuse (see :class:`~wibergian.linsolve.HessianFactor`).
         energy, grad: optionally, ``E`` ``(B,)`` and ``∇E`` ``(B, n)`` at ``y``, which spare
             ``argmin`` re-evaluating them for its diagnostics.
+        hessian: optionally, the symmetric ``∇²E`` ``(B, n, n)`` at ``y``: the final step (and,
+            when that step is not taken, the backward) reuses it instead of rebuilding it.
         saddle: optionally, ``(B,)`` bool: the problem ended at a stationary point where the
             solver's second-order check found negative curvature (``None``: not checked).
         perturbed: optionally, ``(B,)`` bool: problems whose start was moved because the
@@ -36,6 +38,7 @@ class SolveResult:
     factor: HessianFactor | None = None
     energy: Tensor | None = None
     grad: Tensor | None = None
+    hessian: Tensor | None = None
     saddle: Tensor | None = None
     perturbed: Tensor | None = None
 

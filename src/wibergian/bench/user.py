@@ -1,0 +1,234 @@
+"""The user's-energy rows: the energy written in plain PyTorch, ``argmin`` with every default.
+
+No declared derivatives, no bench-only kernel, no solver object: what a user who reads the
+README writes. ``compile=True`` rows are the same call with the library's opt-in compiled path
+(``wibergian/compiled.py``; its compile time is reported apart as the first call).
+
+Dense ridge-logistic workload ``D`` (**generated**, seed 0): problem ``b`` has features
+``X_b`` ``(M, n)`` (``M = 64`` rows, N(0, 1)/√n) and labels ``t_b ∈ {0, 1}^M`` drawn from a
+logistic model with a true ``y_b ~ N(0, I)``; with learnable ``log λ`` (scalar, 0) and prior
+mean ``μ`` ``(n,)`` (0)
+
+    E_b(y) = Σ_i softplus(x_bi·y) - t_bi x_bi·y + ½ λ ||y - μ||²,
+
+strictly convex, a dense ``n × n`` Hessian ``Xᵀ diag(σ'(Xy)) X + λ I``. Loss: mean over problems
+of ``||y*_b - y_b||²``. Anchors: Optimistix Newton root-find of ``∇E`` (ImplicitAdjoint, λ = 0)
+and JAXopt ``custom_root`` (ridge-CG, λ = 0.1) around the same Newton iteration, both
+``vmap``-ed and jit-compiled; unrolled: autograd (``torch.func``) through the Newton iterations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import wibergian
+
+from .common import DAMPING, TOL_ITERATIVE, TOL_UNROLLED, BenchMethod, MethodInfo
+from .methods_torch import _leaves, _TorchMethod
+from .workloads import W1Data, w1_energy, w1_loss
+
+D_ROWS = 64
+D_TOL = 1e-10  # the anchors' stopping rule (rtol = atol), ours uses its float64 default 1e-8
+
+
+# ---------------------------------------------------------------------------------------- W1
+
+
+class W1User(_TorchMethod):
+    """W1 as a user writes it: ``w1_energy`` (plain PyTorch), the ``K`` wells as multi-start
+    candidates, ``argmin`` defaults (``compile`` optional)."""
+
+    def __init__(self, data: W1Data, compile: bool = False):
+        self.d = data
+        self.compile = compile
+        self.params = _leaves(m=data.m, s0=data.s0, s1=data.s1)
+        self.candidates = torch.stack([data.a, data.c], -1)
+        name = "ours (user's energy, compile=True)" if compile else "ours (user's energy)"
+        self.info = MethodInfo(name, "wibergian",
+                               "plain PyTorch energy, argmin defaults (multi-start over the K "
+                               f"wells, damped implicit λ={DAMPING})"
+                               + (", compile=True" if compile else ""), DAMPING, TOL_ITERATIVE,
+                               stops_when_converged=True)
+
+    @property
+    def jit_compiled(self) -> bool:
+        return self.compile
+
+    def loss(self) -> Tensor:
+        p = self.params
+        y = wibergian.argmin(w1_energy, self.candidates[:, 0],
+                             (self.d.a, self.d.c, p["m"], p["s0"], p["s1"]),
+                             candidates=self.candidates, warn=False, compile=self.compile)
+        return w1_loss(y, self.d.g)
+
+
+# ------------------------------------------------------------------------------ dense logistic
+
+
+class DenseData:
+    """A generated ridge-logistic instance (see the module doc)."""
+
+    def __init__(self, batch: int, n: int, seed: int = 0, dtype: torch.dtype = torch.float64):
+        gen = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(batch, D_ROWS, n, generator=gen, dtype=dtype) / n**0.5
+        self.y_true = torch.randn(batch, n, generator=gen, dtype=dtype)
+        prob = torch.sigmoid((self.x @ self.y_true.unsqueeze(-1)).squeeze(-1))
+        self.t = (torch.rand(batch, D_ROWS, generator=gen, dtype=dtype) < prob).to(dtype)
+        self.log_lam = torch.zeros((), dtype=dtype)
+        self.mu = torch.zeros(n, dtype=dtype)
+        self.batch, self.n = batch, n
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k).numpy() for k in ("x", "t", "y_true", "log_lam", "mu")}
+
+
+def logistic_energy(y: Tensor, x: Tensor, t: Tensor, log_lam: Tensor, mu: Tensor) -> Tensor:
+    """``(B,)``: the ridge-logistic energy as a user writes it in PyTorch."""
+    z = (x @ y.unsqueeze(-1)).squeeze(-1)
+    nll = (torch.nn.functional.softplus(z) - t * z).sum(-1)
+    return nll + 0.5 * log_lam.exp() * ((y - mu) ** 2).sum(-1)
+
+
+class DenseUser(_TorchMethod):
+    """``argmin(logistic_energy, zeros, (X, t, log λ, μ))`` with every default."""
+
+    def __init__(self, data: DenseData, compile: bool = False, damping: float = DAMPING):
+        self.d = data
+        self.compile = compile
+        self.damping = damping
+        self.params = _leaves(log_lam=data.log_lam, mu=data.mu)
+        name = "ours (user's energy, compile=True)" if compile else "ours (user's energy)"
+        self.info = MethodInfo(name, "wibergian", "plain PyTorch energy, argmin defaults "
+                               f"(damped implicit λ={damping})"
+                               + (", compile=True" if compile else ""), damping, TOL_ITERATIVE,
+                               stops_when_converged=True)
+
+    @property
+    def jit_compiled(self) -> bool:
+        return self.compile
+
+    def loss(self) -> Tensor:
+        p = self.params
+        y0 = torch.zeros(self.d.batch, self.d.n, dtype=self.d.x.dtype)
+        kw: dict[str, Any] = {} if self.damping == DAMPING else {"damping": self.damping,
+                                                                 "tol": 1e-12}
+        y = wibergian.argmin(logistic_energy, y0, (self.d.x, self.d.t, p["log_lam"], p["mu"]),
+                             warn=False, compile=self.compile, **kw)
+        return ((y - self.d.y_true) ** 2).sum(-1).mean()
+
+
+class DenseUnrolled(_TorchMethod):
+    """Autograd through ``iters`` plain Newton iterations, per-problem derivatives by
+    ``torch.func`` (``vmap`` of ``grad`` / ``hessian``), differentiable."""
+
+    def __init__(self, data: DenseData, iters: int):
+        self.d = data
+        self.iters = iters
+        self.params = _leaves(log_lam=data.log_lam, mu=data.mu)
+        self.info = MethodInfo(f"torch unrolled ({iters} iterations)", "torch",
+                               f"autograd through {iters} Newton iterations (torch.func)", 0.0,
+                               TOL_UNROLLED)
+
+    def loss(self) -> Tensor:
+        from torch.func import grad, hessian, vmap
+
+        p = self.params
+
+        def one(y: Tensor, x: Tensor, t: Tensor) -> Tensor:
+            return logistic_energy(y[None], x[None], t[None], p["log_lam"], p["mu"])[0]
+
+        g_fn = vmap(grad(one))
+        h_fn = vmap(hessian(one))
+        y = torch.zeros(self.d.batch, self.d.n, dtype=self.d.x.dtype)
+        for _ in range(self.iters):
+            g, h = g_fn(y, self.d.x, self.d.t), h_fn(y, self.d.x, self.d.t)
+            y = y - torch.linalg.solve(h, g)
+        return ((y - self.d.y_true) ** 2).sum(-1).mean()
+
+
+def dense_iterations(data: DenseData) -> int:
+    """Newton iterations ours needs on this instance (the unrolled baseline gets as many)."""
+    y, info = wibergian.argmin(logistic_energy, torch.zeros(data.batch, data.n,
+                                                            dtype=data.x.dtype),
+                               (data.x, data.t, data.log_lam, data.mu), return_info=True,
+                               warn=False)
+    return max(1, int(info.iterations.max()))
+
+
+def dense_suite(batch: int, n: int, anchors: bool = True) -> tuple[list[BenchMethod], Any]:
+    d = DenseData(batch, n)
+    methods: list[BenchMethod] = [DenseUser(d), DenseUser(d, compile=True),
+                                  DenseUnrolled(d, dense_iterations(d) + 1)]
+    if anchors:
+        try:
+            from .methods_jax import dense_methods
+        except ImportError:
+            pass
+        else:
+            methods.extend(dense_methods(d.numpy(), D_TOL))
+    return methods, lambda lam: DenseUser(d, damping=lam).gradient()
+
+
+# ------------------------------------------------------------------- Hessian routes, measured
+
+
+def hessian_routes(ns: tuple[int, ...] = (2, 8, 32, 128), batch: int = 1000, repeats: int = 3,
+                   w1_batch: int = 20000, log=print) -> list[dict[str, Any]]:
+    """Seconds per ``value_gradient_hessian`` by the reverse route and the ``torch.func`` route
+    (best of ``repeats``): ridge-logistic at each ``n`` (``batch`` problems) and W1 (``n = 2``,
+    ``w1_batch`` problems). The crossover ``derivatives.FUNC_MIN_N`` is set from these."""
+    import time
+
+    from wibergian import derivatives as der
+
+    from .workloads import make_w1
+
+    def best(route: str, energy, y, ps) -> float:
+        old = der.HESSIAN_ROUTE["route"]
+        der.HESSIAN_ROUTE["route"] = route
+        try:
+            der.value_gradient_hessian(energy, y, ps)
+            ts = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                der.value_gradient_hessian(energy, y, ps)
+                ts.append(time.perf_counter() - t)
+        finally:
+            der.HESSIAN_ROUTE["route"] = old
+        return min(ts)
+
+    cases = []
+    w1 = make_w1(w1_batch)
+    cases.append(("W1", 2, w1_energy, torch.stack([w1.a[:, 0], w1.c[:, 0]], -1),
+                  (w1.a, w1.c, w1.m, w1.s0, w1.s1)))
+    for n in ns:
+        d = DenseData(batch, n)
+        cases.append(("ridge-logistic", n, logistic_energy, 0.1 * d.y_true,
+                      (d.x, d.t, d.log_lam, d.mu)))
+    rows = []
+    for name, n, energy, y, ps in cases:
+        r = {"energy": name, "n": n, "batch": y.shape[0], "reverse_s": best("reverse", energy,
+                                                                            y, ps),
+             "func_s": best("func", energy, y, ps)}
+        rows.append(r)
+        log(f"[hessian routes] {name} n={n} B={y.shape[0]}: reverse {r['reverse_s']:.4f} s, "
+            f"torch.func {r['func_s']:.4f} s")
+    return rows
+
+
+if __name__ == "__main__":
+    import json
+    import os
+    import sys
+
+    torch.set_num_threads(1)
+    out = hessian_routes()
+    load = os.getloadavg()
+    print(json.dumps({"load_average": load, "rows": out}, indent=1))
+    if len(sys.argv) > 1:
+        with open(sys.argv[1], "w") as f:
+            json.dump({"load_average": load, "rows": out}, f, indent=1)

@@ -1,0 +1,184 @@
+"""``argmin(..., compile=True)``: the derivative functions built from the user's energy, compiled.
+
+``torch.compile`` cannot compile a plain energy's double backward (aot_autograd refuses it), and
+an eager energy runs each elementwise operation as its own pass over memory. Instead, the
+functions the solvers call without a gradient graph are traced to plain ATen graphs and those
+graphs are compiled (Inductor fuses them into vectorised loops):
+
+- ``value(y, *params) -> (B,)``: multi-start scoring, trial points;
+- ``value_gradient_hessian(y, *params)``: ``derivatives.value_gradient_hessian`` of the user's
+  energy (autograd or ``torch.func``, whatever it would run eagerly), traced once by
+  ``make_fx`` with fake tensors, so a data-dependent branch or ``.item()`` fails the trace
+  instead of being baked in.
+
+The backward's gradient graph (``∂∇E/∂w``) stays eager: it needs autograd w.r.t. the parameters.
+
+Each kernel runs over blocks of ``R = min(B, MAX_ROWS)`` rows (the last block padded by
+repeating its first row), so one compilation per ``(kind, R, dtype, parameter layout)`` serves
+every batch size above :data:`MAX_ROWS` (a smaller batch compiles for its own size once). A
+parameter whose first dimension equals the number of rows of ``y`` is treated as batched and
+sliced with the block; any other is shared (the rule of ``solvers/multistart.py``). The first
+call of a kernel compiles it (its seconds accumulate in :attr:`CompiledEnergy.compile_seconds`
+and reach ``ArgminInfo.compile_s``) and checks it against the eager function on that block; a
+failure anywhere (no C++ compiler, an energy ``make_fx`` cannot trace, a mismatch) falls back to
+eager for that energy, with one :class:`CompileFallbackWarning`, counted in :data:`FALLBACKS`.
+Wrappers are cached per energy object (:func:`compiled_energy`).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .energy import EnergyFn
+
+MAX_ROWS = 4096
+#: energies whose compilation failed (each then runs eagerly)
+FALLBACKS = {"count": 0}
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class CompileFallbackWarning(RuntimeWarning):
+    """``compile=True`` could not compile the energy's functions; eager is used instead."""
+
+
+def pad_rows(t: Tensor, size: int, dim: int = 0) -> Tensor:
+    """``t`` extended to ``size`` along ``dim`` by repeating its first slice, contiguous (a
+    compiled kernel then sees one static shape; the padded results are discarded)."""
+    n = t.shape[dim]
+    if n == size:
+        return t.contiguous()
+    first = t.narrow(dim, 0, 1)
+    shape = list(t.shape)
+    shape[dim] = size - n
+    return torch.cat([t, first.expand(shape)], dim).contiguous()
+
+
+def _rows(b: int) -> int:
+    return min(b, MAX_ROWS)
+
+
+class CompiledEnergy:
+    """The user's energy with compiled no-gradient ``__call__`` and ``value_gradient_hessian``.
+
+    Calls that track gradients (the backward's ``∂∇E/∂w``) run the eager energy unchanged.
+    """
+
+    def __init__(self, energy: EnergyFn) -> None:
+        self.energy = energy
+        self.compile_seconds = 0.0
+        self.error: str | None = None
+        self._kernels: dict[tuple[Any, ...], Callable[..., Any]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        # declared closed forms of the wrapped energy stay visible (derivatives.py looks them up)
+        if name in ("gradient", "hessian", "hvp_operator", "value_and_gradient"):
+            return getattr(self.energy, name)
+        raise AttributeError(name)
+
+    # the functions that are compiled -----------------------------------------------------
+    def _value(self, y: Tensor, *params: Tensor) -> Tensor:
+        return self.energy(y, *params)
+
+    def _vgh(self, y: Tensor, *params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        from .derivatives import value_gradient_hessian
+
+        return value_gradient_hessian(self.energy, y, params)
+
+    # protocol ---------------------------------------------------------------------------------
+    def __call__(self, y: Tensor, *params: Tensor) -> Tensor:
+        tracked = torch.is_grad_enabled() and (
+            y.requires_grad or any(p.requires_grad for p in params))
+        if tracked or self.error is not None:
+            return self.energy(y, *params)
+        return self._run("value", self._value, y, params)
+
+    def value_gradient_hessian(self, y: Tensor, *params: Tensor
+                               ) -> tuple[Tensor, Tensor, Tensor]:
+        if self.error is not None:
+            return self._vgh(y, *params)
+        return self._run("vgh", self._vgh, y, params)
+
+    # machinery ----------------------------------------------------------------------------
+    def _run(self, kind: str, fn: Callable[..., Any], y: Tensor, params: Sequence[Tensor]) -> Any:
+        b = y.shape[0]
+        if b == 0:
+            return fn(y, *params)
+        r = _rows(b)
+        flags = [p.dim() >= 1 and p.shape[0] == b for p in params]
+        key = (kind, r, y.dtype, y.device, y.shape[1:], tuple(
+            (tuple(p.shape[1:]) if f else tuple(p.shape), p.dtype, f)
+            for p, f in zip(params, flags, strict=True)))
+        outs = []
+        for lo in range(0, b, r):
+            hi = min(b, lo + r)
+            yb = pad_rows(y[lo:hi].detach(), r) if hi - lo < r else y[lo:hi].detach()
+            pb = [(pad_rows(p[lo:hi].detach(), r) if hi - lo < r else p[lo:hi].detach())
+                  if f else p.detach() for p, f in zip(params, flags, strict=True)]
+            kernel = self._kernels.get(key)
+            if kernel is None:
+                kernel = self._build(key, fn, yb, pb)
+                if kernel is None:  # compilation failed: eager for good
+                    return fn(y, *params)
+            out = kernel(yb, *pb)
+            outs.append(tuple(o[: hi - lo] for o in out) if isinstance(out, (tuple, list))
+                        else out[: hi - lo])
+        if len(outs) == 1:
+            return outs[0]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.cat(z) for z in zip(*outs, strict=True))
+        return torch.cat(outs)
+
+    def _build(self, key: tuple[Any, ...], fn: Callable[..., Any], yb: Tensor,
+               pb: list[Tensor]) -> Callable[..., Any] | None:
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        t = time.perf_counter()
+        try:
+            with torch.no_grad():
+                graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
+                kernel = torch.compile(graph, dynamic=False)
+                got = kernel(yb, *pb)
+                want = fn(yb, *pb)
+            got_t = got if isinstance(got, (tuple, list)) else (got,)
+            want_t = want if isinstance(want, (tuple, list)) else (want,)
+            tol = 1e-6 if yb.dtype == torch.float64 else 1e-3
+            for g, w in zip(got_t, want_t, strict=True):
+                if g.shape != w.shape or not torch.allclose(g, w, rtol=tol, atol=tol,
+                                                            equal_nan=True):
+                    raise RuntimeError("the compiled kernel disagrees with the eager energy")
+        except Exception as exc:  # noqa: BLE001 - any failure: eager, once, counted
+            self.error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            FALLBACKS["count"] += 1
+            warnings.warn(
+                f"argmin(compile=True): could not compile the energy ({self.error}); running "
+                "it eagerly (counted in wibergian.compiled.FALLBACKS)",
+                CompileFallbackWarning, stacklevel=4)
+            self._kernels.clear()
+            return None
+        finally:
+            self.compile_seconds += time.perf_counter() - t
+        self._kernels[key] = kernel
+        return kernel
+
+
+def compiled_energy(energy: EnergyFn) -> CompiledEnergy:
+    """The (cached) :class:`CompiledEnergy` of ``energy``: one per energy object, so repeated
+    calls reuse its kernels. An energy that declares its own ``value_gradient_hessian`` is
+    wrapped too (its declared function is what gets compiled)."""
+    if isinstance(energy, CompiledEnergy):
+        return energy
+    try:
+        hit = _cache.get(energy)
+    except TypeError:  # not weak-referenceable: no cache
+        return CompiledEnergy(energy)
+    if hit is None:
+        hit = CompiledEnergy(energy)
+        _cache[energy] = hit
+    return hit
