@@ -18,6 +18,16 @@ The returned point is ``y₁ = y₀ - M^-1 g`` with ``M = H(y₀; w) + λI`` and
 and the second term, the drift, vanishes when ``y₀`` is an exact minimum (``g = 0``). In VJP
 form: ``u = M^-1 ȳ``, ``∂L/∂w = -∂/∂w [<g, u> - <H d, u>]``.
 
+Forward mode (``jvp``): the same linearisation pushed forward. With a parameter tangent ``ẇ``,
+
+    ẏ* = -(H + λI)^-1 (∂(∇_y E)/∂w · ẇ)                              (implicit)
+    ẏ₁ = -M^-1 (∂g/∂w · ẇ - (∂H/∂w · ẇ) d)                           (newton_step)
+
+one solve per problem with the same regulariser and fallbacks as the VJP; the directional
+derivative ``∂(∇_y E)/∂w · ẇ`` is two reverse passes (a VJP against a dummy, then its VJP).
+
+Double backward (``create_graph=True``): ``second_order.py``.
+
 Matrix-free back end: conjugate gradients on Hessian-vector products ``v ↦ H v``. By default each
 product is a reverse pass through the gradient's graph. An energy may instead declare
 ``hvp_operator(y, *params) -> (v ↦ H(y; w) v)`` (``v``, ``H v``: ``(B, n)``): it linearises once
@@ -189,31 +199,59 @@ def vjp(
     return out
 
 
+def _report(spec: AdjointSpec, stats: SolveStats, b: int, what: str, capped: Tensor) -> None:
+    """Warn about and record the fallbacks of a JVP or differentiable-VJP solve (as ``vjp``)."""
+    if stats.nonfinite_mask is not None:
+        _raise_if_nonfinite(stats.nonfinite_mask, "Hessian ∇²_y E" if spec.backend == "dense"
+                            else "Hessian-vector product")
+    if stats.fallbacks and spec.warn:
+        warn(f"argmin {what}: {stats.fallbacks} of {b} problems had a Hessian that is not "
+             "positive semi-definite (a saddle or a non-converged point); used the "
+             "bound-preserving fallback (counted in info.backward['backward_fallbacks'])",
+             FallbackWarning)
+    spec.record.update(backward_fallbacks=stats.fallbacks,
+                       backward_fallback_mask=stats.fallback_mask,
+                       min_eigenvalue=stats.min_eigenvalue, backward_residual=stats.residual,
+                       cg_iterations=stats.iterations, reused_factor=stats.reused_factor,
+                       cg_shifted=stats.shifted, bound_capped=int(capped.sum()))
+
+
 def _raise_if_nonfinite(mask: Tensor | None, quantity: str) -> None:
     if mask is not None and bool(mask.any()):
         raise nonfinite_derivative("argmin backward (at the solution)", quantity, mask)
 
 
-class ArgminFunction(torch.autograd.Function):
-    """Identity on the solution in the forward pass; the adjoint in the backward pass.
+def _directional(f: Tensor, targets: Sequence[Tensor], tangents: Sequence[Tensor]) -> Tensor:
+    """``Σ_k ∂f/∂w_k · ẇ_k`` for ``f`` ``(B, n)`` built with ``create_graph``: two reverse passes
+    (``v ↦ (∂f/∂w)ᵀ v`` is linear in the dummy ``v``; its VJP against ``ẇ`` is the JVP)."""
+    dummy = torch.zeros_like(f, requires_grad=True)
+    vj = torch.autograd.grad(f, targets, grad_outputs=dummy, create_graph=True, allow_unused=True)
+    pairs = [(v, t) for v, t in zip(vj, tangents, strict=True) if v is not None and v.requires_grad]
+    if not pairs:
+        return torch.zeros_like(f)
+    (out,) = torch.autograd.grad([v for v, _ in pairs], dummy, grad_outputs=[t for _, t in pairs],
+                                 retain_graph=True, allow_unused=True)
+    return torch.zeros_like(f) if out is None else out
 
-    ``apply(spec, y_star, y_point, *params)``: ``y_star`` is the returned solution (detached),
-    ``y_point`` the point the adjoint linearises at (``y*`` or the pre-step point).
-    """
 
-    @staticmethod
-    def forward(ctx: Any, spec: AdjointSpec, y_star: Tensor, y_point: Tensor, *params: Tensor):
-        ctx.spec = spec
-        ctx.save_for_backward(y_point, *params)
-        return y_star.clone()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_out: Tensor):
-        y_point, *params = ctx.saved_tensors
-        # saved tensors lose requires_grad: recover it from what autograd says it needs
-        flags = ctx.needs_input_grad[3:]
-        marked = [p.detach().requires_grad_(f) if f else p.detach() for p, f in zip(
-            params, flags, strict=True)]
-        grads = vjp(ctx.spec, y_point, marked, grad_out)
-        return (None, None, None, *grads)
+def jvp(
+    spec: AdjointSpec, y_point: Tensor, params: Sequence[Tensor], tangents: Sequence[Tensor | None]
+) -> Tensor:
+    """``ẏ`` ``(B, n)``: the tangent of the returned point for parameter tangents ``ẇ`` (one per
+    entry of ``params``, ``None`` for none); ``y_point`` as in :func:`vjp`."""
+    needs = [t is not None and p.is_floating_point() for p, t in zip(params, tangents, strict=True)]
+    with torch.enable_grad():
+        live = _live(params, needs)
+        yv, g = gradient_graph(spec.energy, y_point, live)
+        f = g
+        if spec.mode == "newton_step":  # the drift: ∂(H d)/∂w · ẇ with d = M^-1 g held fixed
+            d, _ = _regularised_solve(spec, yv, g, g.detach(), live)
+            f = g - torch.autograd.grad(g, yv, grad_outputs=d, create_graph=True)[0]
+        pairs = [(q, t.to(q.dtype)) for q, t, n in zip(live, tangents, needs, strict=True) if n]
+        r = (_directional(f, [q for q, _ in pairs], [t for _, t in pairs]) if pairs
+             and f.requires_grad else torch.zeros_like(g))
+        _raise_if_nonfinite(~torch.isfinite(g.detach()).all(-1), "gradient ∇_y E")
+        x, stats = _regularised_solve(spec, yv, g, r.detach(), live)
+        x, capped = cap_to_bound(x.detach(), r.detach(), spec.damping)
+    _report(spec, stats, y_point.shape[0], "forward-mode derivative", capped)
+    return -x

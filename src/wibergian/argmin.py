@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .adjoint import AdjointSpec, ArgminFunction
+from .adjoint import AdjointSpec
 from .checks import check_candidates, check_damping, start_energy
 from .compiled import compiled_energy
 from .derivatives import (
@@ -27,6 +27,7 @@ from .derivatives import (
 from .energy import EnergyFn
 from .errors import FallbackWarning, NonConvergenceWarning, NonSmoothWarning
 from .errors import warn as _warn
+from .function import attach_derivatives, autodiff_entry
 from .linsolve import REGULARISERS, HessianFactor, cg_solve, choose_backend, dense_solve
 from .solvers import LBFGS, BlackBox, NewtonCG, NewtonTrustRegion, QuadraticSolve, best_candidate
 from .solvers.auto import choose_solver
@@ -249,6 +250,7 @@ def _forward_warnings(info: ArgminInfo, b: int) -> None:
               FallbackWarning)
 
 
+@autodiff_entry
 def argmin(
     energy: EnergyFn,
     y0: Tensor,
@@ -406,8 +408,5 @@ def argmin(
                        record=info.backward, factor=factor if adjoint == "implicit" else None,
                        hessian=h_point, warn=warn)
     y_point = y_pre if adjoint == "newton_step" else y_star
-    if needs_graph:
-        out = ArgminFunction.apply(spec, y_star, y_point, *params)
-    else:
-        out = y_star.clone()
+    out = attach_derivatives(spec, y_star, y_point, y0, params)
     return (out, info) if return_info else out
