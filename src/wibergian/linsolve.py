@@ -212,9 +212,14 @@ def _cg_run(
         ap = hvp(p) + shift.unsqueeze(-1) * p
         pap = (p * ap).sum(-1)
         nonfinite |= active & ~torch.isfinite(pap)
-        broken |= active & (pap <= 0)  # H + shift·I itself is not positive definite
+        breaks = active & torch.isfinite(pap) & (pap <= 0)  # H + shift·I is not pos. definite
+        broken |= breaks
         active = active & ~nonfinite & ~broken
         alpha = torch.where(active, rs / torch.where(active, pap, 1.0), 0.0)
+        # the breakdown step's α = rᵀr/pᵀAp (≤ 0, or -inf at pᵀAp = 0) still closes a valid
+        # Lanczos tridiagonal, whose smallest Ritz value is then a Rayleigh quotient of A at or
+        # below 0 along the direction found: recorded for the Ritz estimate, never applied to x
+        alpha_seen = torch.where(breaks, rs / torch.where(pap < 0, pap, -0.0), alpha)
         x = x + alpha.unsqueeze(-1) * p
         r = r - alpha.unsqueeze(-1) * ap
         rs_new = (r * r).sum(-1)
@@ -227,7 +232,7 @@ def _cg_run(
         pivot = torch.where(d == 0, tiny, d)
         prev = beta * inv_a
         off2 = prev * inv_a
-        alphas.append(alpha)
+        alphas.append(alpha_seen)
         betas.append(beta)
         iters = iters + active.long()
         p = torch.where(active.unsqueeze(-1), r + beta.unsqueeze(-1) * p, p)
@@ -326,12 +331,16 @@ def cg_solve(
 
     fallback = confirm(flagged, broke)
     todo = fallback
-    for _ in range(max_shifts):
+    for round_ in range(max_shifts):
         if not bool(todo.any()):
             break
         old = shift[todo]
         new = floor - 1.1 * theta[todo]
-        shift[todo] = torch.where(new > old, new, damping + 2 * (old - damping) + floor)
+        # θ is a Ritz value, only an upper bound on λ_min(H): a problem flagged again gets at
+        # least a doubled excess shift, so the shift outgrows any underestimate geometrically
+        grown = damping + 2 * (old - damping) + floor
+        shift[todo] = torch.maximum(new, grown) if round_ > 0 else torch.where(new > old, new,
+                                                                              grown)
         x_s, it_s, flagged, broke, nf_s, alphas, betas = _cg_run(
             hvp, g, shift, target, todo, tol, max_iter)
         x = torch.where(todo.unsqueeze(-1), x_s, x)
