@@ -26,7 +26,8 @@ Back ends:
   updated in O(1) per iteration and problem, detects a Ritz value of ``H`` below ``-τ`` (which
   proves ``λ_min(H) < 0``: Ritz values lie inside the spectrum). Such a problem (counted as a
   fallback) is solved again, matrix-free, with ``H + σI``, ``σ = λ - 1.1·θ_min`` from the smallest
-  Ritz value ``θ_min``, and the inertia count repeated on the shifted run (up to three shifts).
+  Ritz value ``θ_min`` (a breakdown step's coefficient included), and the inertia count repeated
+  on the shifted run (up to six shifts, ``σ - λ`` at least doubling on each).
   Cost: each shift is one more CG run over the flagged problems (each iteration one batched
   Hessian-vector product). The shifted answer keeps the bound but is more biased than the dense
   eigenvalue clamp (every curvature is raised by ``σ - λ``, not only the negative ones).
@@ -272,7 +273,7 @@ def cg_solve(
     *,
     tol: float = 1e-10,
     max_iter: int | None = None,
-    max_shifts: int = 3,
+    max_shifts: int = 6,
 ) -> tuple[Tensor, SolveStats]:
     """Batched conjugate gradients for ``(H + λI) v = g`` with per-problem convergence.
 
@@ -280,11 +281,11 @@ def cg_solve(
     inertia count flags a Ritz value of ``H`` below 0, and the flagged problems' tridiagonals
     confirm one below ``-τ``, ``τ = 8·eps·max(1, ||T||)`` (or ``pᵀ(H + λI)p ≤ 0``). Such a
     problem is solved again with ``H + σI``, ``σ = λ - 1.1·θ`` (``θ``: the smallest Ritz value
-    of ``H`` seen; at most ``-λ`` after a breakdown), up to ``max_shifts`` times while its
-    shifted run still shows a Ritz value of ``H + σI`` below ``λ - τ`` (``σ`` then grows). A
-    problem still flagged
-    after that keeps the last shifted answer (the caller's :func:`cap_to_bound` then enforces
-    the bound).
+    of ``H`` seen, the breakdown step included; at most ``-λ`` after a breakdown), up to
+    ``max_shifts`` times while its shifted run still shows a Ritz value of ``H + σI`` below
+    ``λ - τ`` (``σ - λ`` then at least doubles: ``θ`` only bounds ``λ_min(H)`` from above). A
+    problem still flagged after that keeps the last shifted answer (the caller's
+    :func:`cap_to_bound` then enforces the bound).
 
     Args:
         hvp: ``v ↦ H v`` for ``v`` of shape ``(B, n)``.
