@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-EXPERIMENTS = ("ransac", "fusion", "pose", "endtoend")
+EXPERIMENTS = ("ransac", "fusion", "pose", "endtoend", "damping")
 EXTRA_COMMANDS = ("wibergian.bench.cli",)
 #: Set to 1 to get full Python tracebacks instead of one-line errors.
 DEBUG_ENV = "WIBERGIAN_DEBUG"

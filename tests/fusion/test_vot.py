@@ -121,3 +121,35 @@ def test_list_names_missing_sequence(tmp_path: Path) -> None:
     with pytest.raises(VOTFormatError) as err:
         load_dataset(tmp_path)
     assert "list.txt:2" in str(err.value) and "ghost" in str(err.value)
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "res.txt"
+    p.write_bytes(b"1\n10,20,30,40\n10,2\xff0,30,40\n")
+    with pytest.raises(VOTFormatError, match=r"res\.txt:3: not UTF-8") as info:
+        read_regions(p)
+    assert "0xff" in str(info.value)
+    # list.txt too
+    _folder(tmp_path / "d")
+    (tmp_path / "d" / "sequences" / "list.txt").write_bytes(b"s1\n\xc3(\n")
+    with pytest.raises(VOTFormatError, match=r"list\.txt:2: not UTF-8"):
+        load_dataset(tmp_path / "d")
+
+
+@pytest.mark.parametrize("line", ["1e300,5,10,20", "1,5,1e300,20", "1,-2e6,10,20",
+                                  "0,0,1e7,0,1e7,10,0,10"])
+def test_absurd_coordinate_is_a_data_error_naming_file_and_line(tmp_path: Path,
+                                                                line: str) -> None:
+    _folder(tmp_path)
+    p = result_path(tmp_path, "trkA", "s1")
+    lines = p.read_text().splitlines()
+    lines[2] = line
+    p.write_text("\n".join(lines) + "\n")
+    # raised by the loader, i.e. before any training starts
+    with pytest.raises(VOTFormatError, match=r"_001\.txt:3: implausible value") as info:
+        load_dataset(tmp_path)
+    assert str(p) in str(info.value) and "pixels" in str(info.value)
+    # a large but plausible coordinate (a 4K frame) still loads
+    lines[2] = "3839.5,2159,10,20"
+    p.write_text("\n".join(lines) + "\n")
+    assert load_dataset(tmp_path).sequences[0].boxes[0, 2, 0] == 3839.5

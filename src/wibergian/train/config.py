@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "asgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
 
 #: Fields that change the optimisation trajectory: a resumed run must keep them unchanged.

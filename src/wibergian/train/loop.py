@@ -38,6 +38,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from . import distributed as D
 from . import faults
+from .averaging import averaged_weights, load_average, make_asgd
 from .config import TrainConfig, trajectory_differences
 from .finite import NonFiniteError, describe, first_nonfinite
 from .progress import Progress
@@ -122,9 +123,16 @@ def _as_float(v: Any, what: str) -> float:
 
 
 def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam / AdamW / SGD(momentum) over ``params`` at ``cfg.lr``."""
+    """Adam / AdamW / SGD(momentum) / averaged SGD over ``params`` at ``cfg.lr``.
+
+    ``"asgd"``: SGD at the scheduled rate (momentum ``cfg.momentum``, 0 for plain averaged
+    SGD) plus the running mean of the iterates (`averaging.AveragedSGD`); evaluation and the
+    model returned by ``fit`` use the average.
+    """
     if not params:
         raise ValueError("the model has no parameters that require grad")
+    if cfg.optimizer == "asgd":
+        return make_asgd(params, cfg.lr, cfg.weight_decay, cfg.momentum)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
@@ -175,6 +183,7 @@ class Trainer:
         self.resume = resume
         self.eval_fn = eval_fn
         self._optimizer = optimizer
+        self._opt: torch.optim.Optimizer | None = None
 
     # ------------------------------------------------------------------ driver
     def fit(self) -> TrainResult:
@@ -201,6 +210,7 @@ class Trainer:
         model.train()
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         opt = self._optimizer or build_optimizer(cfg, [p for _, p in named])
+        self._opt = opt
         base_lrs = [g["lr"] for g in opt.param_groups]
         source = BatchSource(self.train_data, cfg.batch_size, data_generator(cfg.seed), info)
         run = RunDir(self.run_dir, enabled=info.is_main)
@@ -372,6 +382,7 @@ class Trainer:
         else:
             stop, done = ("completed" if start < cfg.steps else "already_complete"), cfg.steps
         wall = time.perf_counter() - t0
+        load_average(opt)  # averaged SGD: the model returned (and saved) is the average
         run.save_model(model.state_dict())
         run.write_json("results.json", {
             "stop_reason": stop, "steps_done": done, "final_loss": last_loss,
@@ -422,7 +433,8 @@ class Trainer:
         def run() -> dict[str, float]:
             model.eval()
             try:
-                out = eval_fn(model)
+                with averaged_weights(self._opt):
+                    out = eval_fn(model)
             finally:
                 model.train()
             if not isinstance(out, dict):

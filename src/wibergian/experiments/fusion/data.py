@@ -106,6 +106,23 @@ def split(frames: Frames, protocol: str, seed: int, train_fraction: float = 2 / 
 # ----------------------------------------------------------------------------- baselines
 
 
+def masked_median(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Median over dim 1 of ``x`` (N, T, K) among the ``valid`` (N, T) entries -> (N, K).
+
+    The usual median: the middle value for an odd count, the mean of the two middle values
+    for an even count (``torch.nanmedian`` would return the lower one). NaN where no entry is
+    valid.
+    """
+    big = torch.finfo(x.dtype).max
+    filled = torch.where(valid.unsqueeze(-1), x, torch.full_like(x, big))
+    srt = filled.sort(dim=1).values
+    k = valid.sum(1, keepdim=True).unsqueeze(-1).expand(-1, 1, x.shape[-1])   # (N, 1, K)
+    lo = srt.gather(1, ((k - 1) // 2).clamp(min=0)).squeeze(1)
+    hi = srt.gather(1, (k // 2).clamp(max=x.shape[1] - 1)).squeeze(1)
+    med = (lo + hi) / 2
+    return torch.where(k.squeeze(1) > 0, med, torch.full_like(med, float("nan")))
+
+
 def crowd_fusion(frames: Frames, how: str) -> torch.Tensor:
     """Mean or median (per coordinate) of the valid trackers' corners -> boxes (N, 4)."""
     from .geometry import corners_to_box
@@ -116,24 +133,71 @@ def crowd_fusion(frames: Frames, how: str) -> torch.Tensor:
         w = v.to(c.dtype).unsqueeze(-1)
         return corners_to_box((c * w).sum(1) / w.sum(1).clamp(min=1))
     if how == "median":
-        x = torch.where(v.unsqueeze(-1), c, torch.full_like(c, float("nan")))
-        return corners_to_box(torch.nanmedian(x, dim=1).values)
+        return corners_to_box(masked_median(c, v))
     raise ValueError(f"unknown crowd fusion {how!r}")
+
+
+def tracker_ious(frames: Frames) -> torch.Tensor:
+    """(N, T) IoU of every tracker on every frame; 0 where it gave no region."""
+    per = iou(frames.boxes, frames.gt.unsqueeze(1))
+    return torch.where(frames.valid, per, torch.zeros_like(per))
 
 
 def single_tracker_iou(frames: Frames) -> torch.Tensor:
     """(T,) mean IoU of each tracker; frames where it gave no region count as IoU 0."""
-    per = iou(frames.boxes, frames.gt.unsqueeze(1))
-    per = torch.where(frames.valid, per, torch.zeros_like(per))
-    return per.mean(0)
+    return tracker_ious(frames).mean(0)
 
 
-def baselines(frames: Frames) -> dict:
-    """Mean fusion, median fusion and every single tracker (sorted, best first)."""
+def best_single_on(train: Frames) -> int:
+    """Index of the tracker with the highest mean IoU on ``train`` (the honest baseline:
+    chosen on training frames, then scored on test frames). Ties: the first."""
+    return int(torch.argmax(single_tracker_iou(train)))
+
+
+def oracle_iou(frames: Frames) -> float:
+    """Per-frame oracle upper bound: mean over frames of the best tracker's IoU on that frame
+    (picking, with hindsight, the best box among the trackers' boxes on each frame)."""
+    return float(tracker_ious(frames).max(1).values.mean())
+
+
+def baselines(frames: Frames, train: Frames | None = None) -> dict:
+    """Mean/median fusion, the per-frame oracle, every single tracker (sorted, best first)
+    and, given the training frames, the single tracker chosen on them (``best_single_train``,
+    its IoU on ``frames``)."""
     single = single_tracker_iou(frames)
     order = torch.argsort(single, descending=True)
-    return {
+    out = {
         "mean_fusion": float(iou(crowd_fusion(frames, "mean"), frames.gt).mean()),
         "median_fusion": float(iou(crowd_fusion(frames, "median"), frames.gt).mean()),
+        "oracle_per_frame": oracle_iou(frames),
         "single_trackers": [[frames.trackers[i], float(single[i])] for i in order.tolist()],
     }
+    if train is not None:
+        k = best_single_on(train)
+        out["best_single_train"] = float(single[k])
+        out["best_single_train_name"] = frames.trackers[k]
+    return out
+
+
+def rank_consistency(frames: Frames) -> dict:
+    """How much a tracker's quality is a property of the tracker rather than of the sequence.
+
+    Per sequence, every tracker's mean IoU; returns the mean over pairs of sequences of the
+    Spearman correlation of the trackers' ranks, the globally best tracker and on how many
+    sequences it is the best, and the mean of the per-sequence best IoU.
+    """
+    per = tracker_ious(frames)
+    S, T = len(frames.names), per.shape[1]
+    present = [s for s in range(S) if bool((frames.seq == s).any())]
+    m = torch.stack([per[frames.seq == s].mean(0) for s in present])      # (S', T)
+    ranks = m.argsort(1).argsort(1).to(torch.float64)
+    z = (ranks - ranks.mean(1, keepdim=True)) / ranks.std(1, keepdim=True)
+    c = z @ z.T / (T - 1)
+    iu = torch.triu_indices(len(present), len(present), 1)
+    glob = per.mean(0)
+    g = int(glob.argmax())
+    return {"sequences": len(present), "trackers": T,
+            "mean_spearman_between_sequences": float(c[iu[0], iu[1]].mean()),
+            "global_best": frames.trackers[g], "global_best_iou": float(glob[g]),
+            "global_best_is_best_on": int((m.argmax(1) == g).sum()),
+            "per_sequence_best_mean_iou": float(m.max(1).values.mean())}

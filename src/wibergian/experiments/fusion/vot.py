@@ -16,8 +16,9 @@ One region a line, values separated by commas:
   box by :func:`wibergian.experiments.fusion.geometry.polygon_to_box` (min/max bounding box);
 - a single integer: special code ``0`` unknown, ``1`` initialisation, ``2`` failure.
 
-Anything else (other value counts, non-numbers, non-finite numbers, negative sizes, blank
-lines in the middle of a file) raises :class:`VOTFormatError` naming the file and line.
+Anything else (other value counts, non-numbers, non-finite numbers, coordinates beyond
+±:data:`MAX_COORD` pixels, negative sizes, blank lines in the middle of a file, text that is
+not UTF-8) raises :class:`VOTFormatError` naming the file and line.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ import numpy as np
 from .geometry import polygon_to_box
 
 SPECIAL_CODES = {0: "unknown", 1: "initialisation", 2: "failure"}
+#: Largest plausible coordinate or size, in pixels (a 1e6-pixel-wide frame is far beyond any
+#: video; larger values are unit or parsing errors, e.g. 1e300, and would overflow training).
+MAX_COORD = 1e6
 UNKNOWN, INIT, FAILURE = 0, 1, 2
 
 
@@ -104,6 +108,11 @@ def parse_region(text: str, path: Path | str = "<string>", line_no: int = 0) -> 
         raise VOTFormatError(f"{where}: not a list of numbers: {s!r}") from None
     if any(not math.isfinite(v) for v in vals):
         raise VOTFormatError(f"{where}: non-finite value in {s!r}")
+    big = [v for v in vals if abs(v) > MAX_COORD]
+    if big:
+        raise VOTFormatError(
+            f"{where}: implausible value {big[0]:g} in {s!r}: coordinates and sizes must be "
+            f"pixels within ±{MAX_COORD:g} (wrong units or a corrupted file?)")
     if len(vals) == 1:
         v = vals[0]
         if not v.is_integer() or int(v) not in SPECIAL_CODES:
@@ -122,12 +131,24 @@ def parse_region(text: str, path: Path | str = "<string>", line_no: int = 0) -> 
         f"or an even number >= 8 (polygon): {s!r}")
 
 
+def _read_text(path: Path) -> str:
+    """The file's text as UTF-8; an error names the file, line and byte that are not."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise VOTFormatError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+            f"{err.start}); VOT region files are plain ASCII numbers") from None
+
+
 def read_regions(path: Path | str) -> list[Region]:
     """All regions of a file. Trailing blank lines are ignored; other blank lines are errors."""
     path = Path(path)
     if not path.is_file():
         raise VOTFormatError(f"{path}: file not found")
-    lines = path.read_text().splitlines()
+    lines = _read_text(path).splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
@@ -163,7 +184,7 @@ def list_sequences(root: Path | str) -> list[str]:
     sdir = sequences_dir(root)
     listing = sdir / "list.txt"
     if listing.is_file():
-        names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+        names = [ln.strip() for ln in _read_text(listing).splitlines() if ln.strip()]
         for i, n in enumerate(names):
             if not (sdir / n / "groundtruth.txt").is_file():
                 raise VOTFormatError(
