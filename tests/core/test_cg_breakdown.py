@@ -60,3 +60,35 @@ def test_cg_saddle_far_below_minus_lambda_needs_no_cap():
     assert spec.record["backward_fallbacks"] == 1 and spec.record["cg_shifted"] == 1
     assert spec.record["bound_capped"] == 0  # the shifted re-solve did the work, not the cap
     assert float(spec.record["backward_residual"][0]) < 1e-8
+
+
+def test_cg_saddle_behind_a_wide_spectrum_needs_more_than_three_shifts():
+    """A random-search case (generated; float64, λ = 1e-3, n = 18): eigenvalue -48λ next to 0,
+    1e-3 and curvatures up to 9e7. CG breaks down early on each run, so the Ritz estimates of
+    λ_min stay poor (-0.004, -0.0006, ...): the shift must grow geometrically and needed four
+    runs; capped at three shifts, the cap did the work."""
+    ev = torch.tensor([-0.04841331212825947, 0.00489627135081524, 666.608769159631,
+                       50303637.91156389, 104906.35018382207, 1902488.151735452,
+                       222.03784085165157, 6.344834822540369, 9288385.38545448,
+                       8461.437906606707, 0.0, 186.7515755861597, 0.001, 0.001, 1.0,
+                       17665205.107644167, 0.001, 93614704.0122356], dtype=torch.float64)
+    n = ev.numel()
+    g = torch.Generator().manual_seed(1185843578)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    hmat = q @ torch.diag(ev) @ q.T
+    hmat = 0.5 * (hmat + hmat.T)
+    c = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    gbar = torch.randn(1, n, generator=g, dtype=torch.float64)
+    c[:, 0] += 10 * q[:, 0]
+    gbar += 10 * q[:, 0]
+
+    def energy(y, w):
+        return 0.5 * ((y @ hmat) * y).sum(-1) - (y * (w @ c.T)).sum(-1)
+
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    spec = AdjointSpec(energy, LAM, "ridge", "cg", "implicit", warn=False)
+    (gw,) = vjp(spec, torch.zeros(1, n, dtype=torch.float64), (w,), gbar)
+    bound = float(torch.linalg.matrix_norm(c, ord=2) * gbar.norm() / LAM)
+    assert float(gw.norm()) <= bound * (1 + 1e-9)
+    assert spec.record["backward_fallbacks"] == 1 and spec.record["cg_shifted"] == 1
+    assert spec.record["bound_capped"] == 0
