@@ -39,8 +39,9 @@ from . import checkpoint as ckpt
 from . import distributed as D
 from . import faults
 from .averaging import averaged_weights, load_average, make_asgd
-from .config import TrainConfig, trajectory_differences
+from .config import TrainConfig, describe_differences, trajectory_differences
 from .finite import NonFiniteError, describe, first_nonfinite
+from .orphan import launched_by_torchrun, watch_parent
 from .progress import Progress
 from .rundir import RunDir, dumps
 from .sampling import BatchSource, move_to
@@ -184,10 +185,13 @@ class Trainer:
         self.eval_fn = eval_fn
         self._optimizer = optimizer
         self._opt: torch.optim.Optimizer | None = None
+        self._run: RunDir | None = None
 
     # ------------------------------------------------------------------ driver
     def fit(self) -> TrainResult:
         """Train to ``config.steps`` updates (or stop with `NonFiniteError`)."""
+        if launched_by_torchrun():
+            watch_parent()  # stop (checkpoint first) if torchrun dies: see orphan.py
         info = D.setup(self.config.backend)
         prev_det = torch.are_deterministic_algorithms_enabled()
         prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -198,6 +202,9 @@ class Trainer:
                 torch.use_deterministic_algorithms(True, warn_only=True)
             return self._fit(info)
         finally:
+            if self._run is not None:
+                self._run.release_lock()
+                self._run = None
             torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
             D.teardown(info)
 
@@ -214,8 +221,10 @@ class Trainer:
         base_lrs = [g["lr"] for g in opt.param_groups]
         source = BatchSource(self.train_data, cfg.batch_size, data_generator(cfg.seed), info)
         run = RunDir(self.run_dir, enabled=info.is_main)
+        self._run = run
 
-        D.on_main(lambda: run.prepare(self.resume), info)
+        pids = D.all_gather_object(os.getpid(), info)  # the lock names every writer
+        D.on_main(lambda: run.prepare(self.resume, pids), info)
         state = None
         if self.resume and self.run_dir is not None:
             state = D.on_main(lambda: self._load_latest(run), info)
@@ -227,12 +236,19 @@ class Trainer:
             bad = trajectory_differences(state["config"], cfg_dict)
             if bad:
                 raise ValueError(
-                    "cannot resume: the configuration differs from the checkpoint's in "
-                    + ", ".join(f"{k} ({state['config'].get(k)!r} -> {getattr(cfg, k)!r})"
-                                for k in bad)
-                )
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
+                    f"cannot resume {self.run_dir}: these settings differ from the run's "
+                    f"(checkpoint -> now): {describe_differences(bad)}; resume with the "
+                    "run's settings (see its config.json), or start a new run in another "
+                    "folder")
+            try:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                raise ValueError(
+                    f"cannot resume {self.run_dir}: the checkpoint's model or optimiser does "
+                    f"not match this one ({first}); were the model's settings changed?"
+                ) from None
             source.load_state_dict(state["data"])
             rngs = state["rng"]
             if len(rngs) == info.world_size:

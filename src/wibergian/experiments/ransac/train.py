@@ -232,7 +232,9 @@ def train_with_trainer(
 
     cfg = TrainConfig(steps=steps, batch_size=per_seed, lr=lr, optimizer=optimizer,
                       momentum=momentum, seed=seed, checkpoint_every=0, quiet=quiet,
-                      plot=False, log_every=max(1, min(100, steps)))
+                      plot=False, log_every=max(1, min(100, steps)),
+                      extra={"damping": damping, "sigma0": sigma0, "sigma_max": sigma_max,
+                             "spec": repr(spec)})
     div: int | None = None
     blow: float | None = None
     average = None
