@@ -7,6 +7,7 @@ the trust-region damped implicit derivative ``dy*/dw = -(H + λI)^-1 ∂(∇_y E
 
 from .argmin import ArgminInfo, argmin
 from .errors import (
+    CompileFallbackWarning,
     FallbackWarning,
     LinearSolveError,
     NonConvergenceWarning,
@@ -27,6 +28,7 @@ __all__ = [
     "ArgminInfo",
     "ArgminLayer",
     "BlackBox",
+    "CompileFallbackWarning",
     "FallbackWarning",
     "LinearSolveError",
     "NewtonCG",

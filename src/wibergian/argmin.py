@@ -307,7 +307,7 @@ def argmin(
         compile: compile the no-gradient functions built from ``energy`` (its value and its
             value-gradient-Hessian; ``compiled.py``), cached per energy object; the seconds
             spent compiling are reported apart in ``info.compile_s``. Falls back to eager with
-            a :class:`~wibergian.compiled.CompileFallbackWarning` when compilation fails.
+            a :class:`~wibergian.CompileFallbackWarning` when compilation fails.
 
     Returns:
         ``y*`` ``(B, n)`` (and the info when ``return_info``).

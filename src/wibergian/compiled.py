@@ -28,7 +28,6 @@ Wrappers are cached per energy object (:func:`compiled_energy`).
 from __future__ import annotations
 
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,15 +36,12 @@ import torch
 from torch import Tensor
 
 from .energy import EnergyFn
+from .errors import CompileFallbackWarning, warn  # the warning's old path still imports
 
 MAX_ROWS = 4096
 #: energies whose compilation failed (each then runs eagerly)
 FALLBACKS = {"count": 0}
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-class CompileFallbackWarning(RuntimeWarning):
-    """``compile=True`` could not compile the energy's functions; eager is used instead."""
 
 
 def pad_rows(t: Tensor, size: int, dim: int = 0) -> Tensor:
@@ -156,10 +152,10 @@ class CompiledEnergy:
         except Exception as exc:  # noqa: BLE001 - any failure: eager, once, counted
             self.error = f"{type(exc).__name__}: {str(exc)[:300]}"
             FALLBACKS["count"] += 1
-            warnings.warn(
+            warn(
                 f"argmin(compile=True): could not compile the energy ({self.error}); running "
                 "it eagerly (counted in wibergian.compiled.FALLBACKS)",
-                CompileFallbackWarning, stacklevel=4)
+                CompileFallbackWarning)
             self._kernels.clear()
             return None
         finally:

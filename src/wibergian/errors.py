@@ -18,6 +18,8 @@ Warnings (all subclasses of :class:`WibergianWarning`, itself a ``RuntimeWarning
   used the documented, counted fallback (forward final step or backward).
 - :class:`NonSmoothWarning`: the derivatives were not finite at a start point and the start was
   perturbed (a counted recovery).
+- :class:`CompileFallbackWarning`: ``argmin(..., compile=True)`` could not compile the energy's
+  functions and runs them eagerly (counted in ``wibergian.compiled.FALLBACKS``).
 
 :func:`warn` attributes a warning to the first stack frame outside ``wibergian`` and ``torch``,
 so the warning names the user's line: the ``argmin(...)`` call, or for a warning raised in the
@@ -36,6 +38,7 @@ import warnings
 import torch
 
 __all__ = [
+    "CompileFallbackWarning",
     "FallbackWarning",
     "LinearSolveError",
     "NonConvergenceWarning",
@@ -74,6 +77,10 @@ class FallbackWarning(WibergianWarning):
 
 class NonSmoothWarning(WibergianWarning):
     """Derivatives were not finite at a start point; the start was perturbed to recover."""
+
+
+class CompileFallbackWarning(WibergianWarning):
+    """``compile=True`` could not compile the energy's functions; eager is used instead."""
 
 
 _SKIP = tuple(

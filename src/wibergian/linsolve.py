@@ -26,7 +26,8 @@ Back ends:
   updated in O(1) per iteration and problem, detects a Ritz value of ``H`` below ``-τ`` (which
   proves ``λ_min(H) < 0``: Ritz values lie inside the spectrum). Such a problem (counted as a
   fallback) is solved again, matrix-free, with ``H + σI``, ``σ = λ - 1.1·θ_min`` from the smallest
-  Ritz value ``θ_min``, and the inertia count repeated on the shifted run (up to three shifts).
+  Ritz value ``θ_min`` (a breakdown step's coefficient included), and the inertia count repeated
+  on the shifted run (up to six shifts, ``σ - λ`` at least doubling on each).
   Cost: each shift is one more CG run over the flagged problems (each iteration one batched
   Hessian-vector product). The shifted answer keeps the bound but is more biased than the dense
   eigenvalue clamp (every curvature is raised by ``σ - λ``, not only the negative ones).
@@ -212,9 +213,14 @@ def _cg_run(
         ap = hvp(p) + shift.unsqueeze(-1) * p
         pap = (p * ap).sum(-1)
         nonfinite |= active & ~torch.isfinite(pap)
-        broken |= active & (pap <= 0)  # H + shift·I itself is not positive definite
+        breaks = active & torch.isfinite(pap) & (pap <= 0)  # H + shift·I is not pos. definite
+        broken |= breaks
         active = active & ~nonfinite & ~broken
         alpha = torch.where(active, rs / torch.where(active, pap, 1.0), 0.0)
+        # the breakdown step's α = rᵀr/pᵀAp (≤ 0, or -inf at pᵀAp = 0) still closes a valid
+        # Lanczos tridiagonal, whose smallest Ritz value is then a Rayleigh quotient of A at or
+        # below 0 along the direction found: recorded for the Ritz estimate, never applied to x
+        alpha_seen = torch.where(breaks, rs / torch.where(pap < 0, pap, -0.0), alpha)
         x = x + alpha.unsqueeze(-1) * p
         r = r - alpha.unsqueeze(-1) * ap
         rs_new = (r * r).sum(-1)
@@ -227,7 +233,7 @@ def _cg_run(
         pivot = torch.where(d == 0, tiny, d)
         prev = beta * inv_a
         off2 = prev * inv_a
-        alphas.append(alpha)
+        alphas.append(alpha_seen)
         betas.append(beta)
         iters = iters + active.long()
         p = torch.where(active.unsqueeze(-1), r + beta.unsqueeze(-1) * p, p)
@@ -267,7 +273,7 @@ def cg_solve(
     *,
     tol: float = 1e-10,
     max_iter: int | None = None,
-    max_shifts: int = 3,
+    max_shifts: int = 6,
 ) -> tuple[Tensor, SolveStats]:
     """Batched conjugate gradients for ``(H + λI) v = g`` with per-problem convergence.
 
@@ -275,11 +281,11 @@ def cg_solve(
     inertia count flags a Ritz value of ``H`` below 0, and the flagged problems' tridiagonals
     confirm one below ``-τ``, ``τ = 8·eps·max(1, ||T||)`` (or ``pᵀ(H + λI)p ≤ 0``). Such a
     problem is solved again with ``H + σI``, ``σ = λ - 1.1·θ`` (``θ``: the smallest Ritz value
-    of ``H`` seen; at most ``-λ`` after a breakdown), up to ``max_shifts`` times while its
-    shifted run still shows a Ritz value of ``H + σI`` below ``λ - τ`` (``σ`` then grows). A
-    problem still flagged
-    after that keeps the last shifted answer (the caller's :func:`cap_to_bound` then enforces
-    the bound).
+    of ``H`` seen, the breakdown step included; at most ``-λ`` after a breakdown), up to
+    ``max_shifts`` times while its shifted run still shows a Ritz value of ``H + σI`` below
+    ``λ - τ`` (``σ - λ`` then at least doubles: ``θ`` only bounds ``λ_min(H)`` from above). A
+    problem still flagged after that keeps the last shifted answer (the caller's
+    :func:`cap_to_bound` then enforces the bound).
 
     Args:
         hvp: ``v ↦ H v`` for ``v`` of shape ``(B, n)``.
@@ -326,12 +332,16 @@ def cg_solve(
 
     fallback = confirm(flagged, broke)
     todo = fallback
-    for _ in range(max_shifts):
+    for round_ in range(max_shifts):
         if not bool(todo.any()):
             break
         old = shift[todo]
         new = floor - 1.1 * theta[todo]
-        shift[todo] = torch.where(new > old, new, damping + 2 * (old - damping) + floor)
+        # θ is a Ritz value, only an upper bound on λ_min(H): a problem flagged again gets at
+        # least a doubled excess shift, so the shift outgrows any underestimate geometrically
+        grown = damping + 2 * (old - damping) + floor
+        shift[todo] = torch.maximum(new, grown) if round_ > 0 else torch.where(new > old, new,
+                                                                              grown)
         x_s, it_s, flagged, broke, nf_s, alphas, betas = _cg_run(
             hvp, g, shift, target, todo, tol, max_iter)
         x = torch.where(todo.unsqueeze(-1), x_s, x)

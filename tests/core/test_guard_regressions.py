@@ -295,10 +295,14 @@ def test_declared_derivative_of_the_wrong_shape_is_named(which, bad_shape):
 def test_warning_and_error_classes_live_in_one_module_and_share_bases():
     from wibergian import errors
 
-    for name in ("FallbackWarning", "NonConvergenceWarning", "NonSmoothWarning"):
+    for name in ("FallbackWarning", "NonConvergenceWarning", "NonSmoothWarning",
+                 "CompileFallbackWarning"):
         cls = getattr(wibergian, name)
         assert cls is getattr(errors, name) and issubclass(cls, wibergian.WibergianWarning)
         assert issubclass(cls, RuntimeWarning)
+    from wibergian.compiled import CompileFallbackWarning  # the old import path still works
+
+    assert CompileFallbackWarning is wibergian.CompileFallbackWarning
     assert issubclass(wibergian.NonFiniteDerivativeError, wibergian.WibergianError)
     assert issubclass(wibergian.NonFiniteDerivativeError, FloatingPointError)
     assert wibergian.argmin.__module__ == "wibergian.argmin"

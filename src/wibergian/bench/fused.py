@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..compiled import pad_rows
+
 STATUS: dict[str, dict[str, Any]] = {}
 _settings = {"enabled": os.environ.get("WIBERGIAN_BENCH_COMPILE", "1") != "0"}
 _compiled: dict[str, Callable[..., Any]] = {}
@@ -58,7 +60,7 @@ def run_blocked(name: str, fn: Callable[..., Any], rows: int, batched: tuple[Ten
         hi = min(b, lo + rows)
         blk = [t[lo:hi] for t in batched]
         if kernel is not None and hi - lo < rows:  # pad: one static shape, one compilation
-            blk = [pad(t, rows) for t in blk]
+            blk = [pad_rows(t, rows) for t in blk]
         out = _call(name, kernel, fn, blk, shared)
         if isinstance(out, tuple):
             outs.append(tuple(o[: hi - lo] for o in out))
@@ -67,18 +69,6 @@ def run_blocked(name: str, fn: Callable[..., Any], rows: int, batched: tuple[Ten
     if isinstance(outs[0], tuple):
         return tuple(torch.cat(z) for z in zip(*outs, strict=True))
     return torch.cat(outs)
-
-
-def pad(t: Tensor, size: int, dim: int = 0) -> Tensor:
-    """``t`` extended to ``size`` along ``dim`` by repeating its first slice, contiguous (a
-    compiled kernel then sees one static shape; the padded results are discarded)."""
-    n = t.shape[dim]
-    if n == size:
-        return t.contiguous()
-    first = t.narrow(dim, 0, 1)
-    shape = list(t.shape)
-    shape[dim] = size - n
-    return torch.cat([t, first.expand(shape)], dim).contiguous()
 
 
 def run(name: str, fn: Callable[..., Any], *args: Tensor) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..compiled import pad_rows
 from . import fused
 
 COLS = 4096
@@ -56,8 +57,8 @@ class ColumnBlocks:
     def get(self, a: Tensor, c: Tensor) -> list[tuple[Tensor, Tensor]]:
         key = self._key_of(a, c)
         if key != self._key:
-            self._blocks = [(fused.pad(a[lo:lo + COLS].T, COLS, 1),
-                             fused.pad(c[lo:lo + COLS].T, COLS, 1))
+            self._blocks = [(pad_rows(a[lo:lo + COLS].T, COLS, 1),
+                             pad_rows(c[lo:lo + COLS].T, COLS, 1))
                             for lo in range(0, a.shape[0], COLS)]
             self._key, self._keep = key, (a, c)
         return self._blocks
@@ -73,7 +74,7 @@ def value_gradient_hessian(cache: ColumnBlocks, y: Tensor, a: Tensor, c: Tensor,
     for j, (a_t, c_t) in enumerate(cache.get(a, c)):
         lo = j * COLS
         n = min(COLS, b - lo)
-        y0, y1 = fused.pad(y[lo:lo + n, 0], COLS), fused.pad(y[lo:lo + n, 1], COLS)
+        y0, y1 = pad_rows(y[lo:lo + n, 0], COLS), pad_rows(y[lo:lo + n, 1], COLS)
         out = fused.run("w1_vgh", _vgh_columns, y0, y1, a_t, c_t, mm, i0, i1)
         outs.append(torch.stack(out, -1)[:n])
     e, g0, g1, h00, h11, h01 = torch.cat(outs).unbind(-1)
