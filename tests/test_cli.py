@@ -94,7 +94,8 @@ def test_reproduce_keeps_sections_when_one_fails_and_exits_1(tmp_path, monkeypat
         fake = types.ModuleType(f"wibergian.experiments.{name}.cli")
         fake.reproduce = fn
         monkeypatch.setitem(sys.modules, f"wibergian.experiments.{name}.cli", fake)
-    monkeypatch.setitem(sys.modules, "wibergian.experiments.fusion.cli", None)  # "missing"
+    for name in ("fusion", "endtoend"):  # "missing"
+        monkeypatch.setitem(sys.modules, f"wibergian.experiments.{name}.cli", None)
     rc = cli.main(["reproduce", "--quick", "--out", str(tmp_path), "--quiet"])
     assert rc == 1
     report = (tmp_path / "report.md").read_text()
@@ -102,5 +103,59 @@ def test_reproduce_keeps_sections_when_one_fails_and_exits_1(tmp_path, monkeypat
     assert "![f](ransac/fig.png)" in report  # link rebased onto the report folder
     assert "| pose | failed |" in report and "deliberate failure for the test" in report
     assert "RuntimeError" in report
-    assert "| fusion | not available |" in report
+    assert "| fusion | not available |" in report and "| endtoend | not available |" in report
     assert "1 experiment(s) failed: pose" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_data_loads(monkeypatch):
+    """Any attempt to read experiment data fails the test."""
+    def forbidden(*a, **k):
+        raise AssertionError("data was loaded before the flags were checked")
+
+    from wibergian.experiments.fusion import cli as fuse_cli
+    from wibergian.experiments.pose import cli as pose_cli
+
+    monkeypatch.setattr(fuse_cli, "load_dataset", forbidden)
+    monkeypatch.setattr(pose_cli, "_load_data", forbidden)
+
+
+@pytest.mark.parametrize("command", [["fuse", "train"], ["pose", "train"]])
+def test_optimizer_choices_are_in_help(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([*command, "--help"])
+    m = re.search(r"--optimizer \{([a-z,]+)\}", capsys.readouterr().out)
+    assert m and {"adam", "adamw", "sgd"} <= set(m.group(1).split(","))
+
+
+@pytest.mark.parametrize("argv, needle, code", [
+    (["fuse", "train", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'", "exit"),
+    (["pose", "train", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'", "exit"),
+    (["fuse", "train", "--momentum", "0.9"], "optimizer 'adam' would ignore it", 2),
+    (["fuse", "train", "--optimizer", "sgd", "--lr", "-1"], "lr", 2),
+    (["pose", "train", "--steps", "0"], "steps", 2),
+    (["pose", "train", "--batch-size", "0"], "batch_size", 2),
+])
+def test_bad_training_flags_fail_before_any_data_or_folder(argv, needle, code, tmp_path,
+                                                           capsys, no_data_loads):
+    out = tmp_path / "run"
+    full = [*argv, "--out", str(out)] + (["--data", str(tmp_path / "zoo")]
+                                         if argv[0] == "fuse" else [])
+    if code == "exit":
+        with pytest.raises(SystemExit) as e:
+            cli.main(full)
+        assert e.value.code == 2
+    else:
+        assert cli.main(full) == 2
+    assert needle in capsys.readouterr().err
+    assert not out.exists()  # no half-made run folder
+
+
+def test_missing_vot_experiment_lists_the_existing_ones(tmp_path):
+    from wibergian.experiments.fusion.vot import VOTFormatError, list_trackers
+
+    for tracker in ("KCF", "SiamFC"):
+        for exp in ("baseline", "unsupervised"):
+            (tmp_path / "results" / tracker / exp).mkdir(parents=True)
+    with pytest.raises(VOTFormatError, match="experiments present: baseline, unsupervised"):
+        list_trackers(tmp_path, "realtime")

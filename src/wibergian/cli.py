@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import os
 import sys
-import time
-import traceback
 from pathlib import Path
 from types import ModuleType
 
-EXPERIMENTS = ("ransac", "fusion", "pose", "endtoend")
+EXPERIMENTS = ("ransac", "fusion", "pose", "endtoend", "damping")
 EXTRA_COMMANDS = ("wibergian.bench.cli",)
 #: Set to 1 to get full Python tracebacks instead of one-line errors.
 DEBUG_ENV = "WIBERGIAN_DEBUG"
@@ -57,12 +54,6 @@ def load_module(name: str) -> tuple[ModuleType | None, str | None]:
         return None, f"import of {name} failed: {type(e).__name__}: {e}"
     except Exception as e:  # a plug-in's own bug must not break the other commands
         return None, f"import of {name} failed: {type(e).__name__}: {e}"
-
-
-def _summarise_exception(e: BaseException, limit: int = 12) -> str:
-    lines = traceback.format_exception(type(e), e, e.__traceback__)
-    text = "".join(lines).rstrip().splitlines()
-    return "\n".join(text if len(text) <= limit else ["..."] + text[-limit:])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
             "built-in (generated or packaged) data, each into DIR/<name>/, and assemble "
             "DIR/report.md with the tables and figures. An experiment that is not installed is "
             "listed as not available; one that fails is summarised in the report and the "
-            "command exits with status 1 after running the others."),
+            "command exits with status 1 after running the others. Running it again into the "
+            "same DIR starts afresh; an experiment's previous result is replaced only when "
+            "its rerun succeeds (a failed rerun keeps it and the report shows both), and "
+            "experiments not rerun (--only) keep their earlier sections. Progress: one bar or "
+            "line per phase with the time left; --quiet prints one line per finished phase. "
+            "Times on 2 cores: see README.md."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     rep.add_argument("--quick", action="store_true",
@@ -113,62 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, default=Path("report"), help="output folder")
     rep.add_argument("--only", nargs="+", choices=EXPERIMENTS, metavar="NAME",
                      help=f"run only these experiments (from {', '.join(EXPERIMENTS)})")
-    rep.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    rep.add_argument("--quiet", action="store_true",
+                     help="one line per finished phase (name, time) instead of progress bars")
     rep.set_defaults(func=cmd_reproduce)
     return parser
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    """Run the experiments one after another; never lose a section to another's failure."""
-    from wibergian.report import Section, write_report
+    """Run the experiments one after another (see `wibergian.reproduce`)."""
+    from wibergian import reproduce
 
-    out = prepare_out_dir(args.out)
-    names = args.only or list(EXPERIMENTS)
-    sections: list[Section] = []
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    for name in names:
-        modname = f"wibergian.experiments.{name}.cli"
-        mod, err = load_module(modname)
-        t0 = time.perf_counter()
-        if err:
-            say(f"[reproduce] {name}: FAILED to import")
-            sections.append(Section(name, "failed", detail=err))
-            continue
-        fn = getattr(mod, "reproduce", None) if mod else None
-        if fn is None:
-            why = "module not installed" if mod is None else f"{modname} has no reproduce()"
-            say(f"[reproduce] {name}: not available ({why})")
-            sections.append(Section(name, "not available", detail=why))
-            continue
-        say(f"[reproduce] {name}: running{' (quick)' if args.quick else ''} ...")
-        kwargs = {}
-        if "quiet" in inspect.signature(fn).parameters:
-            kwargs["quiet"] = args.quiet
-        try:
-            md = fn(out / name, args.quick, **kwargs)
-            if not isinstance(md, str):
-                raise TypeError(f"{modname}.reproduce returned {type(md).__name__}, not str")
-            sec = Section(name, "ok", markdown=md)
-        except Exception as e:
-            sec = Section(name, "failed", detail=_summarise_exception(e))
-            if not args.quiet:
-                print(f"[reproduce] {name}: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
-        except KeyboardInterrupt:
-            sections.append(Section(name, "failed", detail="interrupted (Ctrl-C)"))
-            write_report(sections, out, args.quick)
-            raise
-        sec.seconds = time.perf_counter() - t0
-        sections.append(sec)
-        say(f"[reproduce] {name}: {sec.status} in {sec.seconds:.1f} s")
-        write_report(sections, out, args.quick)  # keep a partial report up to date
-    path = write_report(sections, out, args.quick)
-    failed = [s.name for s in sections if s.status == "failed"]
-    say(f"[reproduce] wrote {path}")
-    if failed:
-        print(f"wibergian reproduce: {len(failed)} experiment(s) failed: {', '.join(failed)} "
-              f"(details in {path})", file=sys.stderr)
-        return 1
-    return 0
+    return reproduce.cmd_reproduce(args, EXPERIMENTS, load_module, prepare_out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,13 +21,17 @@ _LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 
 @dataclass
 class Section:
-    """One experiment's outcome: ``status`` is "ok", "not available" or "failed"."""
+    """One experiment's outcome: ``status`` is "ok", "ok (earlier run)" (kept from an earlier
+    run into the same folder, ``origin`` says when), "not available", "pending" or "failed"
+    (``previous``: the earlier result that a failed rerun kept, if any)."""
 
     name: str
     status: str
     markdown: str = ""
     detail: str = ""
     seconds: float = 0.0
+    origin: str = ""
+    previous: Section | None = None
 
 
 def machine_line() -> str:
@@ -68,22 +72,37 @@ def render(sections: list[Section], report_dir: Path, quick: bool,
         "| experiment | status | time (s) |",
         "|---|---|---|",
     ]
-    lines += [f"| {s.name} | {s.status} | {s.seconds:.1f} |" for s in sections]
+    for s in sections:
+        status = s.status
+        if s.status == "failed" and s.previous is not None:
+            status = "failed (previous result kept)"
+        lines.append(f"| {s.name} | {status} | {s.seconds:.1f} |")
     lines.append("")
     for s in sections:
-        if s.status == "ok":
-            body = rebase_links(s.markdown.strip(), s.name, report_dir)
-            lines += [body, ""]
-        elif s.status == "not available":
-            lines += [f"## {s.name}", "", f"Not available: {s.detail}", ""]
+        if s.status.startswith("ok"):
+            if s.origin and s.status != "ok":
+                lines += [f"*{s.name}: result of an earlier run into this folder ({s.origin}); "
+                          "not rerun this time.*", ""]
+            lines += [rebase_links(s.markdown.strip(), s.name, report_dir), ""]
+        elif s.status in ("not available", "pending"):
+            lines += [f"## {s.name}", "", f"{s.status.capitalize()}: {s.detail}", ""]
         else:
             lines += [f"## {s.name}", "", "**Failed.** The experiment raised:", "", "```",
                       s.detail.strip(), "```", ""]
+            if s.previous is not None:
+                lines += [f"The previous result, kept in `{s.name}/` ({s.previous.origin}):",
+                          "", rebase_links(s.previous.markdown.strip(), s.name, report_dir), ""]
     return "\n".join(lines)
 
 
 def write_report(sections: list[Section], report_dir: Path, quick: bool) -> Path:
-    """Write ``report_dir/report.md``; returns its path."""
+    """Write ``report_dir/report.md`` atomically (a temporary file renamed over it, so a crash
+    or a reader never sees half a report); returns its path."""
     path = report_dir / "report.md"
-    path.write_text(render(sections, report_dir, quick))
+    tmp = report_dir / f".report.md.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(render(sections, report_dir, quick))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "asgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
 
 #: Fields that change the optimisation trajectory: a resumed run must keep them unchanged.
@@ -32,6 +32,8 @@ TRAJECTORY_FIELDS = (
     "lr_step_size",
     "lr_gamma",
 )
+#: Optimisers that use ``momentum`` (any other refuses a non-zero value).
+MOMENTUM_OPTIMIZERS = ("sgd",)
 
 
 @dataclass
@@ -74,6 +76,8 @@ class TrainConfig:
     find_unused_parameters: bool = False
     deterministic: bool = True
     plot: bool = True
+    #: The experiment's own settings (model, loss, data source, ...): every one that shapes the
+    #: trajectory. Stored in config.json and compared key by key on resume.
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,6 +100,10 @@ class TrainConfig:
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "must be a finite number > 0")
         need(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
         need(self.momentum >= 0, "momentum", "must be >= 0")
+        need(self.momentum == 0 or self.optimizer in MOMENTUM_OPTIMIZERS, "momentum",
+             f"is used only by optimizer {' or '.join(map(repr, MOMENTUM_OPTIMIZERS))}; "
+             f"optimizer {self.optimizer!r} would ignore it (leave momentum at 0, or choose "
+             "optimizer 'sgd')")
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(is_int(self.seed) and self.seed >= 0, "seed", "must be an integer >= 0")
         need(
@@ -155,9 +163,30 @@ class TrainConfig:
         return cls(**data)
 
 
-def trajectory_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Names of `TRAJECTORY_FIELDS` whose values differ between two config dicts."""
-    return [k for k in TRAJECTORY_FIELDS if old.get(k) != new.get(k)]
+def trajectory_differences(old: dict[str, Any], new: dict[str, Any]
+                           ) -> list[tuple[str, Any, Any]]:
+    """Settings that shape the trajectory and differ between two config dicts (``config.json``
+    of a run and of a resume), as ``(name, old value, new value)``.
+
+    Compared: `TRAJECTORY_FIELDS`; ``steps`` when either uses the cosine schedule (whose rates
+    depend on it; otherwise a larger ``steps`` just extends a run); every key of ``extra`` (the
+    experiment's own settings), named ``extra.KEY``. A config written before ``extra`` was
+    compared (no ``extra`` key at all) is compared on the trainer's fields only.
+    """
+    keys = list(TRAJECTORY_FIELDS)
+    if "cosine" in (old.get("lr_schedule"), new.get("lr_schedule")):
+        keys.append("steps")
+    out = [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
+    if "extra" in old:
+        a, b = old.get("extra") or {}, new.get("extra") or {}
+        out += [(f"extra.{k}", a.get(k), b.get(k)) for k in sorted(set(a) | set(b), key=str)
+                if a.get(k) != b.get(k)]
+    return out
+
+
+def describe_differences(diffs: list[tuple[str, Any, Any]]) -> str:
+    """``name (old -> new)`` for each entry of `trajectory_differences`, comma-separated."""
+    return ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in diffs)
 
 
 def add_train_args(
@@ -176,7 +205,8 @@ def add_train_args(
     g.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="global batch size (split across torchrun processes)")
     g.add_argument("--lr", type=float, default=d.lr, help="base learning rate")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                   help=f"one of {', '.join(OPTIMIZERS)} (default {d.optimizer})")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="steps between checkpoints (0 = only at the end)")

@@ -38,8 +38,10 @@ from torch import nn
 from . import checkpoint as ckpt
 from . import distributed as D
 from . import faults
-from .config import TrainConfig, trajectory_differences
+from .averaging import averaged_weights, load_average, make_asgd
+from .config import TrainConfig, describe_differences, trajectory_differences
 from .finite import NonFiniteError, describe, first_nonfinite
+from .orphan import launched_by_torchrun, watch_parent
 from .progress import Progress
 from .rundir import RunDir, dumps
 from .sampling import BatchSource, move_to
@@ -122,9 +124,16 @@ def _as_float(v: Any, what: str) -> float:
 
 
 def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam / AdamW / SGD(momentum) over ``params`` at ``cfg.lr``."""
+    """Adam / AdamW / SGD(momentum) / averaged SGD over ``params`` at ``cfg.lr``.
+
+    ``"asgd"``: SGD at the scheduled rate (momentum ``cfg.momentum``, 0 for plain averaged
+    SGD) plus the running mean of the iterates (`averaging.AveragedSGD`); evaluation and the
+    model returned by ``fit`` use the average.
+    """
     if not params:
         raise ValueError("the model has no parameters that require grad")
+    if cfg.optimizer == "asgd":
+        return make_asgd(params, cfg.lr, cfg.weight_decay, cfg.momentum)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
@@ -175,10 +184,14 @@ class Trainer:
         self.resume = resume
         self.eval_fn = eval_fn
         self._optimizer = optimizer
+        self._opt: torch.optim.Optimizer | None = None
+        self._run: RunDir | None = None
 
     # ------------------------------------------------------------------ driver
     def fit(self) -> TrainResult:
         """Train to ``config.steps`` updates (or stop with `NonFiniteError`)."""
+        if launched_by_torchrun():
+            watch_parent()  # stop (checkpoint first) if torchrun dies: see orphan.py
         info = D.setup(self.config.backend)
         prev_det = torch.are_deterministic_algorithms_enabled()
         prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -189,6 +202,9 @@ class Trainer:
                 torch.use_deterministic_algorithms(True, warn_only=True)
             return self._fit(info)
         finally:
+            if self._run is not None:
+                self._run.release_lock()
+                self._run = None
             torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
             D.teardown(info)
 
@@ -201,11 +217,14 @@ class Trainer:
         model.train()
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         opt = self._optimizer or build_optimizer(cfg, [p for _, p in named])
+        self._opt = opt
         base_lrs = [g["lr"] for g in opt.param_groups]
         source = BatchSource(self.train_data, cfg.batch_size, data_generator(cfg.seed), info)
         run = RunDir(self.run_dir, enabled=info.is_main)
+        self._run = run
 
-        D.on_main(lambda: run.prepare(self.resume), info)
+        pids = D.all_gather_object(os.getpid(), info)  # the lock names every writer
+        D.on_main(lambda: run.prepare(self.resume, pids), info)
         state = None
         if self.resume and self.run_dir is not None:
             state = D.on_main(lambda: self._load_latest(run), info)
@@ -217,12 +236,19 @@ class Trainer:
             bad = trajectory_differences(state["config"], cfg_dict)
             if bad:
                 raise ValueError(
-                    "cannot resume: the configuration differs from the checkpoint's in "
-                    + ", ".join(f"{k} ({state['config'].get(k)!r} -> {getattr(cfg, k)!r})"
-                                for k in bad)
-                )
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
+                    f"cannot resume {self.run_dir}: these settings differ from the run's "
+                    f"(checkpoint -> now): {describe_differences(bad)}; resume with the "
+                    "run's settings (see its config.json), or start a new run in another "
+                    "folder")
+            try:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                raise ValueError(
+                    f"cannot resume {self.run_dir}: the checkpoint's model or optimiser does "
+                    f"not match this one ({first}); were the model's settings changed?"
+                ) from None
             source.load_state_dict(state["data"])
             rngs = state["rng"]
             if len(rngs) == info.world_size:
@@ -372,6 +398,7 @@ class Trainer:
         else:
             stop, done = ("completed" if start < cfg.steps else "already_complete"), cfg.steps
         wall = time.perf_counter() - t0
+        load_average(opt)  # averaged SGD: the model returned (and saved) is the average
         run.save_model(model.state_dict())
         run.write_json("results.json", {
             "stop_reason": stop, "steps_done": done, "final_loss": last_loss,
@@ -422,7 +449,8 @@ class Trainer:
         def run() -> dict[str, float]:
             model.eval()
             try:
-                out = eval_fn(model)
+                with averaged_weights(self._opt):
+                    out = eval_fn(model)
             finally:
                 model.train()
             if not isinstance(out, dict):

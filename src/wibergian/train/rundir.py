@@ -10,6 +10,7 @@ Layout (only rank 0 writes)::
     RUN/results.json     final summary (also written when a run stops on a non-finite value)
     RUN/model.pt         final model state_dict
     RUN/loss.png         training loss (and eval values) against step
+    RUN/lock             pids of the processes writing the run, while it runs (see lock.py)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from .checkpoint import list_checkpoints, write_atomic, write_text_atomic
+from .lock import RunLock
 
 
 def _clean(v: Any) -> Any:
@@ -50,6 +52,7 @@ class RunDir:
         self.enabled = enabled and path is not None
         self._tb: Any = None
         self._tb_tried = False
+        self.lock: RunLock | None = None
 
     @property
     def checkpoints(self) -> Path | None:
@@ -59,20 +62,37 @@ class RunDir:
     def metrics_file(self) -> Path | None:
         return None if self.path is None else self.path / "metrics.jsonl"
 
-    def prepare(self, resume: bool) -> None:
-        """Create the folder; refuse to start a fresh run over an existing one."""
+    def prepare(self, resume: bool, pids: list[int] | None = None) -> None:
+        """Take the folder's lock for ``pids`` (the run's processes; `lock.RunLockedError` if
+        live processes hold it), create the folder; refuse to start a fresh run over an
+        existing one."""
         if not self.enabled:
             return
+        assert self.path is not None
+        self.lock = RunLock(self.path, pids).acquire()
+        try:
+            self._check_fresh(resume)
+        except BaseException:
+            self.release_lock()
+            raise
+        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    def release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _check_fresh(self, resume: bool) -> None:
         assert self.path is not None
         if not resume and self.path.exists():
             held = [n for n in ("config.json", "metrics.jsonl") if (self.path / n).exists()]
             if held or list_checkpoints(self.path / "checkpoints"):
                 what = ", ".join(held) or "checkpoints"
                 raise FileExistsError(
-                    f"run folder {self.path} already holds a run ({what}); pass resume=True "
-                    "(--resume) to continue it, or choose another folder"
+                    f"run folder {self.path} already holds a run ({what}); resume it "
+                    "(resume=True; --resume for commands that have it) to continue, or "
+                    "choose another folder"
                 )
-        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
 
     def write_json(self, name: str, obj: Any) -> None:
         if self.enabled:

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from wibergian.progress import phase
+
 from .data import LABEL, LineSpec
 from .drift import run_drift
 from .plots import plot_drift, plot_endtoend, plot_grad_norms
@@ -43,8 +45,14 @@ def cmd_study(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     spec = LineSpec(n_points=args.n_points, outlier_frac=args.outlier_frac,
                     noise_bad=args.noise_bad, n_hypotheses=args.n_hypotheses)
-    res = run_study(out, _study_settings(args), spec, log=print if not args.quiet else
-                    (lambda *_: None), resume=getattr(args, "resume", False))
+    st = _study_settings(args)
+    log = getattr(args, "log", None)
+    with contextlib.ExitStack() as stack:
+        if log is None:  # the command itself: a progress display over the method x seed runs
+            p = stack.enter_context(phase("endtoend study", len(st.seeds) * len(st.methods),
+                                          unit="run", quiet=args.quiet))
+            log = lambda msg: (p.note(msg), p.update())  # noqa: E731
+        res = run_study(out, st, spec, log=log, resume=getattr(args, "resume", False))
     plot_endtoend(res["records"], out / "endtoend.png")
     plot_grad_norms(out, out / "grad_norms.png")
     print(f"\n{LABEL}; held-out test set: {res['test_set']}\n")
@@ -137,20 +145,26 @@ def register(subparsers: Any) -> None:
     d.set_defaults(func=cmd_drift)
 
 
-def reproduce(out_dir: Path, quick: bool, quiet: bool = False) -> str:
+def reproduce(out_dir: Path, quick: bool, quiet: bool = False, progress: bool = True) -> str:
     """Run the study and the drift measurements; returns a markdown section (image links
-    relative to ``out_dir``). ``quiet`` silences the tables printed on the way."""
+    relative to ``out_dir``). ``quiet`` silences the tables printed on the way and prints one
+    progress line per phase (study, drift)."""
     if quiet:
         with contextlib.redirect_stdout(io.StringIO()):
-            return reproduce(out_dir, quick, quiet=False)
+            return reproduce(out_dir, quick, quiet=False, progress=False)
     out_dir = Path(out_dir)
     ns = argparse.Namespace(out=str(out_dir / "endtoend"), quick=quick, steps=None, seeds=None,
                             methods=None, n_test=None, n_points=40, outlier_frac=0.5,
                             noise_bad=0.15, n_hypotheses=16, threads=torch.get_num_threads(),
                             quiet=True)
-    res = cmd_study(ns)
-    dres = cmd_drift(argparse.Namespace(out=str(out_dir / "drift"), quick=quick,
-                                        threads=torch.get_num_threads()))
+    st = _study_settings(ns)
+    with phase("endtoend: study (method x seed runs)", len(st.seeds) * len(st.methods),
+               unit="run", quiet=quiet or not progress) as p:
+        ns.log = lambda msg: (p.note(msg), p.update())
+        res = cmd_study(ns)
+    with phase("endtoend: drift measurements", quiet=quiet or not progress):
+        dres = cmd_drift(argparse.Namespace(out=str(out_dir / "drift"), quick=quick,
+                                            threads=torch.get_num_threads()))
     return "\n".join([
         "## End to end: a network feeding an argmin layer (generated data)", "",
         f"{LABEL}; {res['test_set']}. Mean ± std over seeds {res['settings']['seeds']}.", "",

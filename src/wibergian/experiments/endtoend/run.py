@@ -142,7 +142,8 @@ def run_method(method: str, seed: int, st: StudySettings, spec: LineSpec, out_di
     model = LineFitModel(spec.feat_dim, **kw).double()
     cfg = TrainConfig(steps=st.steps, batch_size=st.batch_size, lr=st.lr, seed=seed,
                       checkpoint_every=max(1, st.steps // 2), log_every=1, quiet=quiet,
-                      extra={"method": method, "data": LABEL, "spec": asdict(spec)})
+                      extra={"method": method, "data": LABEL, "spec": asdict(spec),
+                             "unroll_iters": st.unroll_iters})
     run_dir = None if out_dir is None else out_dir / "runs" / f"{method}_seed{seed}"
     grid = sample_batch(st.n_grid, make_generator(GRID_STREAM, seed), spec)
     rec: dict[str, Any] = {"method": method, "seed": seed}

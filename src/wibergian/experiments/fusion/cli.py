@@ -16,6 +16,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from wibergian.train import TrainConfig
+from wibergian.train.config import OPTIMIZERS
+
 from . import real
 from .data import PROTOCOLS, frames_from_dataset, split
 from .evaluate import evaluate_run, load_frames, load_model, markdown_table
@@ -74,6 +77,9 @@ def cmd_make_real(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    settings = _settings_from(args)  # checked before any data is read or folder made:
+    TrainConfig(steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
+                optimizer=settings.optimizer, momentum=settings.momentum)
     if real.is_real_source(args.data) or args.data.endswith(".npz"):
         label = args.label or real.LABEL + (" (shipped with the package)"
                                             if real.is_real_source(args.data) else "")
@@ -90,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"[fuse] {label}: {len(frames.names)} sequences, {len(frames.trackers)} trackers, "
           f"{len(frames)} usable frames")
     t0 = time.perf_counter()
-    train_run(frames, args.out, args.protocols, args.seeds, _settings_from(args), source,
+    train_run(frames, args.out, args.protocols, args.seeds, settings, source,
               quiet=not args.verbose, lambda0=not args.no_lambda0)
     print(f"[fuse] trained in {time.perf_counter() - t0:.1f} s; models in {args.out}")
 
@@ -191,6 +197,7 @@ def register(subparsers: Any) -> None:
         default = getattr(d, f.name)
         kind = _parse_bool if isinstance(default, bool) else type(default)
         t.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
+                       choices=OPTIMIZERS if f.name == "optimizer" else None,
                        help=f"default {default}")
     t.set_defaults(func=cmd_train)
 

@@ -200,7 +200,10 @@ def list_trackers(root: Path | str, experiment: str = "baseline") -> list[str]:
     rdir = Path(root) / "results"
     names = sorted(p.parent.name for p in rdir.glob(f"*/{experiment}") if p.is_dir())
     if not names:
-        raise VOTFormatError(f"{rdir}: no <tracker>/{experiment}/ folders found")
+        found = sorted({p.name for p in rdir.glob("*/*") if p.is_dir()})
+        raise VOTFormatError(
+            f"{rdir}: no <tracker>/{experiment}/ folders found; experiments present: "
+            + (", ".join(found) if found else "none (is this a VOT results folder?)"))
     return names
 
 

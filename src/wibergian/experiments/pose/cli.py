@@ -57,14 +57,28 @@ def _load_data(args: argparse.Namespace, train_fraction: float | None,
                                  held_out=args.held_out)
 
 
+#: `pose train` flags that shape the training trajectory: stored in config.json, compared
+#: on --resume (with the data source).
+TRAJECTORY_KEYS = ("mode", "models", "basis", "loss", "learn", "pose_prior", "grid", "damping",
+                   "anchor", "validation_fraction", "augment", "train_fraction", "gap",
+                   "subsample", "units", "up", "mirror")
+
+
+def _trajectory_settings(args: argparse.Namespace) -> dict[str, Any]:
+    data = getattr(args, "h36m", None) or getattr(args, "poses", None)
+    return {**{k: getattr(args, k, None) for k in TRAJECTORY_KEYS},
+            "data": str(data) if data else "built-in CMU clip"}
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
+    run_dir, resume = run_dir_from_args(args, Path("runs/pose"))  # flags checked before data
+    tcfg = config_from_args(args, TrainConfig(steps=200, batch_size=32, lr=1e-2),
+                            extra=_trajectory_settings(args))
     data = _load_data(args, train_fraction=args.train_fraction)
     cfg = ModelConfig(mode=args.mode, loss=args.loss, grid=args.grid, damping=args.damping)
     model = build_model(data, cfg, args.models, args.basis, source=args.pose_prior,
                         seed=args.seed)
-    run_dir, resume = run_dir_from_args(args, Path("runs/pose"))
-    tcfg = config_from_args(args, TrainConfig(steps=200, batch_size=32, lr=1e-2))
     print(f"[pose] {data.source}: {len(data.train_idx)} train / {len(data.test_idx)} test "
           f"frames; {'generated' if data.generated else 'real'} 2D detections")
     before = evaluate_model(model, data.test(), progress="pose: untrained model",

@@ -145,6 +145,9 @@ def make_optimizer(model: PoseModel, cfg: TrainConfig,
                                weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "asgd":  # averaged SGD (wibergian.train.averaging)
+        from wibergian.train.averaging import make_asgd
+        return make_asgd(groups, cfg.lr, cfg.weight_decay, cfg.momentum)
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 

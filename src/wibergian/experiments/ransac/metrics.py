@@ -19,6 +19,19 @@ def mse_of_sigma(sigma: float, test: ToyBatch, chunk: int = 2000) -> float:
     return float(torch.cat(errs).mean())
 
 
+def mse_and_se_of_sigma(sigma: float, test: ToyBatch, chunk: int = 2000) -> tuple[float, float]:
+    """``(MSE, its standard error over the test problems sd/sqrt(n))`` at a fixed σ."""
+    errs = []
+    with torch.no_grad():
+        for i in range(0, test.x.shape[0], chunk):
+            x = test.x[i:i + chunk]
+            t = estimate_mean(x, torch.full((x.shape[0],), float(sigma), dtype=x.dtype), 0.1)
+            errs.append((t - test.mu[i:i + chunk]) ** 2)
+    e = torch.cat(errs)
+    se = float(e.std() / e.numel() ** 0.5) if e.numel() > 1 else float("nan")
+    return float(e.mean()), se
+
+
 def mse_of_median(test: ToyBatch) -> float:
     """Baseline: the sample median of all points (the average of the two middle ones)."""
     return float(((torch.quantile(test.x, 0.5, dim=1) - test.mu) ** 2).mean())

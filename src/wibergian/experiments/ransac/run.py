@@ -8,6 +8,8 @@ JSON layout (``DIR/ransac.json``)::
                   "test_mse": float|null, "test_mse_per_seed": [float|null],
                   "test_mse_all_seeds": float|null, "sigma_sign_changes": [int]},
      "undamped": {... same ...},
+     "paired_difference": {"mean", "ci95": [lo, hi], "sd", "n", "n_dropped",
+                           "damped_better", "undamped_better", "what"},
      "baselines": {"median": {"test_mse"}, "mean": {"test_mse"},
                    "initial_sigma": {"sigma", "test_mse"}},
      "wall_seconds": float}
@@ -15,6 +17,10 @@ JSON layout (``DIR/ransac.json``)::
 ``test_mse`` is the mean over the seeds that did not diverge of the held-out MSE with that
 seed's final σ (null if every seed diverged); ``test_mse_all_seeds`` also scores a diverged
 seed, with the last finite σ it reached (null if some seed's σ is not finite at all).
+``test_mse_se_per_seed`` is the standard error of each seed's test MSE over the held-out problems
+(sd / sqrt(n_test)); ``online_loss_last_20pct`` the mean training loss over the last 20 % of the
+updates. With ``optimizer = "asgd"`` a run is evaluated with its averaged σ. ``paired_difference``
+is damped − undamped test MSE over the seeds, with the 95 % t-interval.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import torch
 
 from .data import ToySpec, test_set
 from .energy import estimate_mean
-from .metrics import mse_of_mean, mse_of_median, mse_of_sigma
+from .metrics import mse_and_se_of_sigma, mse_of_mean, mse_of_median, mse_of_sigma
 from .plots import plot_energy, plot_sigma, plot_sweep
 from .train import SIGMA_MAX, MethodRun, RunSpec, train_runs, train_with_trainer
 
@@ -52,9 +58,10 @@ class RansacConfig:
     per_seed: int = 1
     damping: float = 0.1
     sigma_max: float = SIGMA_MAX
-    n_test: int = 1000
+    n_test: int = 40_000
     first_seed: int = 0
     engine: str = "batched"
+    optimizer: str = "sgd"
     spec: ToySpec = field(default_factory=ToySpec)
 
     def validate(self) -> None:
@@ -72,6 +79,9 @@ class RansacConfig:
             (self.n_test >= 1, "n_test", "must be >= 1"),
             (self.first_seed >= 0, "first_seed", "must be >= 0"),
             (self.engine in ("batched", "trainer"), "engine", "must be 'batched' or 'trainer'"),
+            (self.optimizer in ("sgd", "asgd"), "optimizer", "must be 'sgd' or 'asgd'"),
+            (self.optimizer == "sgd" or self.momentum == 0, "momentum",
+             "must be 0 with optimizer 'asgd' (averaged SGD has no momentum)"),
         ]
         for ok, name, what in checks:
             if not ok:
@@ -98,16 +108,21 @@ def _train(cfg: RansacConfig, damping: float, name: str, quiet: bool,
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
     if cfg.engine == "batched":
         return train_runs(RunSpec.uniform(seeds, cfg.lr, cfg.momentum), damping, cfg.steps,
-                          cfg.sigma0, cfg.per_seed, cfg.sigma_max, cfg.spec, quiet, desc=name)
+                          cfg.sigma0, cfg.per_seed, cfg.sigma_max, cfg.spec, quiet, desc=name,
+                          optimizer=cfg.optimizer)
     runs = [train_with_trainer(sd, damping, cfg.steps, cfg.sigma0, cfg.lr, cfg.momentum,
                                cfg.per_seed, cfg.sigma_max, cfg.spec,
                                None if out_dir is None else out_dir / "runs" / f"{name}_{sd}",
-                               quiet)
+                               quiet, optimizer=cfg.optimizer)
             for sd in seeds]
+    average = None
+    if cfg.optimizer == "asgd":
+        average = np.array([np.nan if r.average is None else r.average[0] for r in runs])
     return MethodRun(damping, np.concatenate([r.sigma for r in runs], axis=1),
                      np.concatenate([r.loss for r in runs], axis=1),
                      np.concatenate([r.max_abs_step for r in runs]),
-                     [r.diverged_step[0] for r in runs], [r.blowup_value[0] for r in runs])
+                     [r.diverged_step[0] for r in runs], [r.blowup_value[0] for r in runs],
+                     average)
 
 
 def _last_finite(run: MethodRun, j: int) -> float | None:
@@ -132,8 +147,10 @@ def summarise(run: MethodRun, test: Any, cache: dict[float, float]) -> dict[str,
 
     def mse(s: float) -> float:
         if s not in cache:
-            cache[s] = mse_of_sigma(s, test)
+            cache[s], ses[s] = mse_and_se_of_sigma(s, test)
         return cache[s]
+
+    ses: dict[float, float] = {}
 
     finals = run.final_sigma
     per_seed = [None if s is None else mse(s) for s in finals]
@@ -150,8 +167,35 @@ def summarise(run: MethodRun, test: Any, cache: dict[float, float]) -> dict[str,
         "test_mse": float(np.mean(kept)) if kept else None,
         "test_mse_per_seed": per_seed,
         "test_mse_all_seeds": all_seeds,
+        "test_mse_se_per_seed": [None if s is None or not math.isfinite(ses.get(s, math.nan))
+                                 else ses[s] for s in finals],
         "sigma_sign_changes": sign_changes(run),
+        "online_loss_last_20pct": _online(run),
     }
+
+
+def _online(run: MethodRun) -> list[float | None]:
+    """Per seed, the mean training loss over the last 20 % of the updates (None if diverged)."""
+    k = max(1, run.loss.shape[0] // 5)
+    tail = run.loss[-k:]
+    return [None if not np.isfinite(tail[:, j]).all() else float(tail[:, j].mean())
+            for j in range(tail.shape[1])]
+
+
+def paired(result: dict[str, Any]) -> dict[str, Any]:
+    """Held-out MSE, damped − undamped, paired over seeds (both methods see the same training
+    problems and the same test set): mean, 95 % t-interval, and seeds where each is lower."""
+    from wibergian.experiments.damping.stats import paired_difference
+
+    def vals(name: str) -> list[float]:
+        return [math.nan if v is None else v for v in result[name]["test_mse_per_seed"]]
+
+    out = paired_difference(vals("damped"), vals("undamped"))
+    out["what"] = ("test MSE damped - undamped per seed (negative: damped better); seeds where "
+                   "either diverged are dropped (n_dropped)")
+    out["damped_better"] = out.pop("b_greater")
+    out["undamped_better"] = out.pop("a_greater")
+    return out
 
 
 def run_experiment(cfg: RansacConfig, out_dir: Path, quiet: bool = False,
@@ -180,6 +224,7 @@ def run_experiment(cfg: RansacConfig, out_dir: Path, quiet: bool = False,
         }
         for name, run in runs.items():
             result[name] = summarise(run, test, cache)
+        result["paired_difference"] = paired(result)
         result["baselines"] = {
             "median": {"test_mse": mse_of_median(test)},
             "mean": {"test_mse": mse_of_mean(test)},

@@ -80,12 +80,15 @@ class MethodRun:
     max_abs_step: np.ndarray
     diverged_step: list[int | None]
     blowup_value: list[float | None] = field(default_factory=list)
+    average: np.ndarray | None = None
 
     @property
     def final_sigma(self) -> list[float | None]:
-        """σ after the last update, None where the run diverged."""
+        """The σ a run is evaluated with, None where the run diverged: σ after the last update,
+        or with averaged SGD (``average`` set) the running average of the iterates."""
+        last = self.sigma[-1] if self.average is None else self.average
         return [None if d is not None else float(s)
-                for s, d in zip(self.sigma[-1], self.diverged_step, strict=True)]
+                for s, d in zip(last, self.diverged_step, strict=True)]
 
     @property
     def n_diverged(self) -> int:
@@ -102,10 +105,20 @@ def train_runs(
     spec: ToySpec = PAPER_SPEC,
     quiet: bool = False,
     desc: str = "",
+    optimizer: str = "sgd",
 ) -> MethodRun:
-    """Train every run of ``runs`` for ``steps`` updates with one damping (see module doc)."""
+    """Train every run of ``runs`` for ``steps`` updates with one damping (see module doc).
+
+    ``optimizer="asgd"``: averaged SGD (the paper authors' optimiser): plain SGD steps (the
+    momenta must be 0) and the running mean of the iterates σ_1..σ_K, as the shared trainer's
+    ``"asgd"`` (``wibergian.train.averaging``); the run is evaluated with the average.
+    """
     if steps < 1 or per_seed < 1:
         raise ValueError(f"steps and per_seed must be >= 1; got {steps}, {per_seed}")
+    if optimizer not in ("sgd", "asgd"):
+        raise ValueError(f"optimizer must be 'sgd' or 'asgd'; got {optimizer!r}")
+    if optimizer == "asgd" and any(m != 0 for m in runs.momentum):
+        raise ValueError("averaged SGD has no momentum: give momentum 0 with optimizer 'asgd'")
     if not (np.isfinite(sigma0) and sigma0 != 0):
         raise ValueError(f"sigma0 must be finite and non-zero; got {sigma0}")
     r = len(runs.seeds)
@@ -121,6 +134,7 @@ def train_runs(
     max_step = np.zeros(r)
     div_step: list[int | None] = [None] * r
     blow: list[float | None] = [None] * r
+    avg = sigma.clone()
     bar = tqdm(range(1, steps + 1), desc=desc or f"ransac λ={damping:g}", disable=quiet,
                leave=False, mininterval=1.0)
     for k in bar:
@@ -141,6 +155,7 @@ def train_runs(
             div_step[i] = k
             blow[i] = float(new[i])
         sigma = torch.where(alive & ~bad, new, sigma)
+        avg = torch.where(alive & ~bad, avg + (sigma - avg) / k, avg)  # mean of σ_1..σ_k
         alive = alive & ~bad
         sig_hist[k] = np.where(alive.numpy(), sigma.numpy(), np.nan)
         if not quiet and k % 50 == 0:
@@ -148,7 +163,8 @@ def train_runs(
             bar.set_postfix(diverged=int((~alive).sum()),
                             sigma_med=f"{float(live.median()):.3g}" if live.numel() else "-")
     bar.close()
-    return MethodRun(damping, sig_hist, loss_hist, max_step, div_step, blow)
+    return MethodRun(damping, sig_hist, loss_hist, max_step, div_step, blow,
+                     avg.numpy().copy() if optimizer == "asgd" else None)
 
 
 class _Blowup(Exception):
@@ -177,8 +193,10 @@ def train_with_trainer(
     spec: ToySpec = PAPER_SPEC,
     run_dir: str | Path | None = None,
     quiet: bool = False,
+    optimizer: str = "sgd",
 ) -> MethodRun:
-    """One seed through the shared `wibergian.train.Trainer` (SGD with momentum).
+    """One seed through the shared `wibergian.train.Trainer` (SGD with momentum, or averaged
+    SGD with ``optimizer="asgd"``: then evaluated with the Trainer's average).
 
     The data are the same as `train_runs` draws for this seed (``train_batch([seed], step)``),
     so both paths produce the same σ trajectory. A blow-up (σ non-finite or |σ| > sigma_max
@@ -212,14 +230,21 @@ def train_with_trainer(
         losses.append(float(loss.detach()))
         return loss, {"sigma": float(m.sigma.detach()[0])}
 
-    cfg = TrainConfig(steps=steps, batch_size=per_seed, lr=lr, optimizer="sgd",
+    cfg = TrainConfig(steps=steps, batch_size=per_seed, lr=lr, optimizer=optimizer,
                       momentum=momentum, seed=seed, checkpoint_every=0, quiet=quiet,
-                      plot=False, log_every=max(1, min(100, steps)))
+                      plot=False, log_every=max(1, min(100, steps)),
+                      extra={"damping": damping, "sigma0": sigma0, "sigma_max": sigma_max,
+                             "spec": repr(spec)})
     div: int | None = None
     blow: float | None = None
+    average = None
     try:
         Trainer(model, loss_fn, data, cfg, run_dir=run_dir).fit()
+        # with asgd, fit() leaves the average in the model: the last recorded σ is then the
+        # average (the raw last iterate is not kept by the trainer)
         check(calls[0])
+        if optimizer == "asgd":
+            average = np.array([float(model.sigma.detach()[0])])
     except _Blowup as e:
         div, blow = e.step, e.value
     except NonFiniteError as e:
@@ -232,4 +257,5 @@ def train_with_trainer(
     loss[: len(losses)] = losses
     steps_seen = np.abs(np.diff(np.asarray(sig_hist)))
     max_abs = float(np.nan_to_num(steps_seen, nan=np.inf).max()) if steps_seen.size else 0.0
-    return MethodRun(damping, sig[:, None], loss[:, None], np.array([max_abs]), [div], [blow])
+    return MethodRun(damping, sig[:, None], loss[:, None], np.array([max_abs]), [div], [blow],
+                     average if div is None else None)
