@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
+
+from ..stats import paired_difference  # noqa: F401  (re-exported: the damping study's API)
 
 #: Fraction of the largest values the tail exponent is fitted on (stated in every output).
 TAIL_FRACTION = 0.05
@@ -54,27 +55,6 @@ def hill(values: Sequence[float] | np.ndarray, tail_fraction: float = TAIL_FRACT
     alpha = k / s if s > 0 else math.inf
     return {"alpha": alpha, "se": alpha / math.sqrt(k), "k": k, "n": n,
             "threshold": float(x[k]), "tail_fraction": tail_fraction}
-
-
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-    """Mean of ``a - b`` over the pairs where both are finite, with its 95 % t-interval."""
-    a_, b_ = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a_.shape != b_.shape:
-        raise ValueError(f"paired samples need equal lengths; got {a_.shape} and {b_.shape}")
-    ok = np.isfinite(a_) & np.isfinite(b_)
-    d = a_[ok] - b_[ok]
-    n = int(d.size)
-    out: dict[str, Any] = {"n": n, "n_dropped": int((~ok).sum()), "mean": None, "ci95": None,
-                           "sd": None, "a_greater": int((d > 0).sum()), "b_greater":
-                           int((d < 0).sum())}
-    if n == 0:
-        return out
-    out["mean"] = float(d.mean())
-    if n >= 2:
-        sd = float(d.std(ddof=1))
-        half = float(sps.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-        out.update(sd=sd, ci95=[out["mean"] - half, out["mean"] + half])
-    return out
 
 
 def summary(values: Sequence[float] | np.ndarray) -> dict[str, Any]:

@@ -17,13 +17,13 @@ minus a baseline on the same split) with a 95 % t confidence interval over the s
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..stats import t_half_width
 from .data import Frames, baselines, frames_from_dataset, split
 from .energy import FusionModel, corner_energy
 from .train import FusionSettings, mean_iou, run_layout, torch_threads
@@ -148,8 +148,6 @@ def paired_ci(diffs: list[float], level: float = 0.95) -> dict[str, Any]:
     ``lo``/``hi`` are None with fewer than 2 seeds. ``verdict``: ``"wins"`` when the interval
     is above 0, ``"loses"`` when below, ``"inconclusive"`` otherwise (or with one seed).
     """
-    from scipy.stats import t
-
     n = len(diffs)
     if n == 0:
         return {"n": 0, "mean": None, "lo": None, "hi": None, "values": [],
@@ -158,7 +156,7 @@ def paired_ci(diffs: list[float], level: float = 0.95) -> dict[str, Any]:
     if n < 2:
         return {"n": 1, "mean": mean, "lo": None, "hi": None, "values": diffs,
                 "verdict": "inconclusive"}
-    half = float(t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(diffs) / math.sqrt(n)
+    half = t_half_width(diffs, level)
     lo, hi = mean - half, mean + half
     verdict = "wins" if lo > 0 else "loses" if hi < 0 else "inconclusive"
     return {"n": n, "mean": mean, "lo": lo, "hi": hi, "level": level, "values": diffs,

@@ -26,6 +26,7 @@ import torch
 from wibergian.progress import phase
 from wibergian.train import TrainConfig
 
+from ..stats import t_half_width
 from .augment import augmented_training_data, validation_split
 from .datasets import PoseData
 from .evaluate import evaluate_model, summary
@@ -147,15 +148,9 @@ def paired(values: list[float], base: list[float]) -> dict:
     d = [v - b for v, b in zip(values, base, strict=True)]
     n = len(d)
     mean = statistics.fmean(d)
-    half = float("nan")
-    if n > 1:
-        half = T975[min(n - 1, len(T975) - 1)] * statistics.stdev(d) / math.sqrt(n)
+    half = t_half_width(d)
     return {"diff": mean, "ci": half, "rel": mean / statistics.fmean(base), "n": n}
 
-
-#: two-sided 95 % Student t quantiles by degrees of freedom (index 0 unused).
-T975 = (float("nan"), 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-        2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086)
 
 
 def run_study(make_data: Callable[[int], PoseData], s: StudySettings,

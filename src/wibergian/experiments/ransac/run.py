@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..stats import paired_difference
 from .data import ToySpec, test_set
 from .energy import estimate_mean
 from .metrics import mse_and_se_of_sigma, mse_of_mean, mse_of_median, mse_of_sigma
@@ -185,8 +186,6 @@ def _online(run: MethodRun) -> list[float | None]:
 def paired(result: dict[str, Any]) -> dict[str, Any]:
     """Held-out MSE, damped − undamped, paired over seeds (both methods see the same training
     problems and the same test set): mean, 95 % t-interval, and seeds where each is lower."""
-    from wibergian.experiments.damping.stats import paired_difference
-
     def vals(name: str) -> list[float]:
         return [math.nan if v is None else v for v in result[name]["test_mse_per_seed"]]
 
