@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from wibergian.progress import phase
 
 from .data import PAPER_SPEC, ToySpec, train_batch
 from .energy import estimate_mean
@@ -135,34 +136,34 @@ def train_runs(
     div_step: list[int | None] = [None] * r
     blow: list[float | None] = [None] * r
     avg = sigma.clone()
-    bar = tqdm(range(1, steps + 1), desc=desc or f"ransac λ={damping:g}", disable=quiet,
-               leave=False, mininterval=1.0)
-    for k in bar:
-        batch = train_batch(runs.seeds, k, per_seed, spec, dt)
-        s = torch.where(alive, sigma, torch.ones_like(sigma)).requires_grad_(True)
-        t = estimate_mean(batch.x, s.repeat_interleave(per_seed), damping)
-        err = ((t - batch.mu) ** 2).view(r, per_seed).mean(dim=1)
-        (err * alive).sum().backward()
-        g = torch.where(alive, s.grad, torch.zeros_like(sigma))
-        buf = torch.where(alive, mom * buf + g, torch.zeros_like(buf))
-        new = sigma - lr * buf
-        step_abs = (new - sigma).abs().numpy()
-        a = alive.numpy()
-        max_step[a] = np.maximum(max_step[a], np.nan_to_num(step_abs[a], nan=np.inf))
-        loss_hist[k - 1, a] = err.detach().numpy()[a]
-        bad = alive & (~torch.isfinite(new) | (new.abs() > sigma_max))
-        for i in torch.nonzero(bad).flatten().tolist():
-            div_step[i] = k
-            blow[i] = float(new[i])
-        sigma = torch.where(alive & ~bad, new, sigma)
-        avg = torch.where(alive & ~bad, avg + (sigma - avg) / k, avg)  # mean of σ_1..σ_k
-        alive = alive & ~bad
-        sig_hist[k] = np.where(alive.numpy(), sigma.numpy(), np.nan)
-        if not quiet and k % 50 == 0:
-            live = sigma[alive]
-            bar.set_postfix(diverged=int((~alive).sum()),
-                            sigma_med=f"{float(live.median()):.3g}" if live.numel() else "-")
-    bar.close()
+    with phase(desc or f"ransac λ={damping:g}", steps, unit="update",
+               mode="off" if quiet else "auto") as bar:
+        for k in range(1, steps + 1):
+            batch = train_batch(runs.seeds, k, per_seed, spec, dt)
+            s = torch.where(alive, sigma, torch.ones_like(sigma)).requires_grad_(True)
+            t = estimate_mean(batch.x, s.repeat_interleave(per_seed), damping)
+            err = ((t - batch.mu) ** 2).view(r, per_seed).mean(dim=1)
+            (err * alive).sum().backward()
+            g = torch.where(alive, s.grad, torch.zeros_like(sigma))
+            buf = torch.where(alive, mom * buf + g, torch.zeros_like(buf))
+            new = sigma - lr * buf
+            step_abs = (new - sigma).abs().numpy()
+            a = alive.numpy()
+            max_step[a] = np.maximum(max_step[a], np.nan_to_num(step_abs[a], nan=np.inf))
+            loss_hist[k - 1, a] = err.detach().numpy()[a]
+            bad = alive & (~torch.isfinite(new) | (new.abs() > sigma_max))
+            for i in torch.nonzero(bad).flatten().tolist():
+                div_step[i] = k
+                blow[i] = float(new[i])
+            sigma = torch.where(alive & ~bad, new, sigma)
+            avg = torch.where(alive & ~bad, avg + (sigma - avg) / k, avg)  # mean of σ_1..σ_k
+            alive = alive & ~bad
+            sig_hist[k] = np.where(alive.numpy(), sigma.numpy(), np.nan)
+            bar.update()
+            if not quiet and k % max(1, steps // 4) == 0:
+                live = sigma[alive]
+                med = f"{float(live.median()):.3g}" if live.numel() else "-"
+                bar.note(f"update {k}: diverged {int((~alive).sum())}, median σ {med}")
     return MethodRun(damping, sig_hist, loss_hist, max_step, div_step, blow,
                      avg.numpy().copy() if optimizer == "asgd" else None)
 
