@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wibergian.argtypes import positive_int
+
 from .optim import KINDS
 from .regimes import METHODS
 from .run import SECTIONS, StudySettings, merge, run_section
@@ -21,15 +23,6 @@ def _sections(text: str) -> list[str]:
             f"unknown section(s) {bad or text!r}; choose from {', '.join(SECTIONS)}")
     return names
 
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
-    return v
 
 
 def _methods(text: str) -> list[str]:
@@ -110,9 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(fusion.real.load_real), skipped if not installed")
     p.add_argument("--fusion-label", default=None,
                    help="what the --fusion-data data are (written in the results)")
-    p.add_argument("--steps", type=_positive_int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="override the training updates of the Trainer-based sections")
-    p.add_argument("--seeds", type=_positive_int, default=None,
+    p.add_argument("--seeds", type=positive_int, default=None,
                    help="override the number of seeds (0..N-1) of the Trainer-based sections")
     p.add_argument("--methods", type=_methods, default=None, metavar="M,M,...",
                    help=f"override the methods of the Trainer-based sweeps: {', '.join(METHODS)}")

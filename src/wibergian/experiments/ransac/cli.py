@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from wibergian.argtypes import positive_float, positive_int
+
 from .run import RansacConfig, markdown_table, run_experiment, run_sweep, sweep_table
 
 DEFAULT = RansacConfig()
@@ -20,24 +22,6 @@ QUICK_STEPS_ENV = "WIBERGIAN_RANSAC_QUICK_STEPS"
 QUICK_NTEST_ENV = "WIBERGIAN_RANSAC_QUICK_NTEST"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (v > 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return v
 
 
 def _momentum(text: str) -> float:
@@ -71,11 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "momenta instead and writes ransac_sweep.json / .png."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--seeds", type=_positive_int, default=DEFAULT.seeds,
+    p.add_argument("--seeds", type=positive_int, default=DEFAULT.seeds,
                    help="independent runs per method")
-    p.add_argument("--steps", type=_positive_int, default=DEFAULT.steps,
+    p.add_argument("--steps", type=positive_int, default=DEFAULT.steps,
                    help="SGD updates per run")
-    p.add_argument("--lr", type=_positive_float, default=DEFAULT.lr, help="SGD step size")
+    p.add_argument("--lr", type=positive_float, default=DEFAULT.lr, help="SGD step size")
     p.add_argument("--optimizer", choices=("sgd", "asgd"), default=DEFAULT.optimizer,
                    help="'sgd': SGD with --momentum; 'asgd': averaged SGD (plain SGD steps, "
                         "evaluated with the running average of σ; the paper authors' optimiser, "
@@ -83,22 +67,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--momentum", type=_momentum, default=None,
                    help=f"SGD momentum (default {DEFAULT.momentum:g}, the paper's, with sgd; "
                         "0 with asgd, which has none)")
-    p.add_argument("--sigma0", type=_positive_float, default=DEFAULT.sigma0,
+    p.add_argument("--sigma0", type=positive_float, default=DEFAULT.sigma0,
                    help="initial kernel width σ")
-    p.add_argument("--per-seed", type=_positive_int, default=DEFAULT.per_seed,
+    p.add_argument("--per-seed", type=positive_int, default=DEFAULT.per_seed,
                    help="fresh problems per update and seed (paper: 1)")
-    p.add_argument("--damping", type=_positive_float, default=DEFAULT.damping,
+    p.add_argument("--damping", type=positive_float, default=DEFAULT.damping,
                    help="λ of the damped method (the undamped one uses 0)")
-    p.add_argument("--sigma-max", type=_positive_float, default=DEFAULT.sigma_max,
+    p.add_argument("--sigma-max", type=positive_float, default=DEFAULT.sigma_max,
                    help="a run has diverged once |σ| exceeds this (or is not finite)")
-    p.add_argument("--n-test", type=_positive_int, default=DEFAULT.n_test,
+    p.add_argument("--n-test", type=positive_int, default=DEFAULT.n_test,
                    help="held-out generated problems for test_mse")
     p.add_argument("--engine", choices=("batched", "trainer"), default=DEFAULT.engine,
                    help="'batched': all seeds in one argmin per update; 'trainer': one seed at "
                         "a time through wibergian.train.Trainer (same numbers, slower)")
     p.add_argument("--sweep", action="store_true",
                    help="run the step-size x momentum sweep instead of one setting")
-    p.add_argument("--sweep-lr", type=_float_list(_positive_float), default=list(SWEEP_LRS),
+    p.add_argument("--sweep-lr", type=_float_list(positive_float), default=list(SWEEP_LRS),
                    metavar="LR,LR,...", help="step sizes of --sweep")
     p.add_argument("--sweep-momentum", type=_float_list(_momentum),
                    default=list(SWEEP_MOMENTA), metavar="M,M,...", help="momenta of --sweep")
