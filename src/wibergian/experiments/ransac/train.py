@@ -136,8 +136,8 @@ def train_runs(
     div_step: list[int | None] = [None] * r
     blow: list[float | None] = [None] * r
     avg = sigma.clone()
-    with phase(desc or f"ransac λ={damping:g}", steps, unit="update",
-               mode="off" if quiet else "auto") as bar:
+    with phase(f"ransac {desc}" if desc else f"ransac λ={damping:g}", steps, unit="update",
+               quiet=quiet) as bar:  # quiet: one line when the phase ends
         for k in range(1, steps + 1):
             batch = train_batch(runs.seeds, k, per_seed, spec, dt)
             s = torch.where(alive, sigma, torch.ones_like(sigma)).requires_grad_(True)
