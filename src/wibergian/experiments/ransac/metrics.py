@@ -10,13 +10,7 @@ from .energy import estimate_mean
 
 def mse_of_sigma(sigma: float, test: ToyBatch, chunk: int = 2000) -> float:
     """``mean_b (t*_b(σ) - mu_b)²`` over the test problems (forward only)."""
-    errs = []
-    with torch.no_grad():
-        for i in range(0, test.x.shape[0], chunk):
-            x = test.x[i:i + chunk]
-            t = estimate_mean(x, torch.full((x.shape[0],), float(sigma), dtype=x.dtype), 0.1)
-            errs.append((t - test.mu[i:i + chunk]) ** 2)
-    return float(torch.cat(errs).mean())
+    return mse_and_se_of_sigma(sigma, test, chunk)[0]
 
 
 def mse_and_se_of_sigma(sigma: float, test: ToyBatch, chunk: int = 2000) -> tuple[float, float]:
