@@ -37,8 +37,13 @@ from torch import Tensor
 
 from .energy import EnergyFn
 from .errors import CompileFallbackWarning, warn  # the warning's old path still imports
+from .fold import fold_expanded_bmm
 
 MAX_ROWS = 4096
+#: ``value_gradient_hessian`` of a plain energy is traced by ``torch.func`` (forward-over-reverse,
+#: ``vmap``'s copies folded, ``fold.py``) from this dimension up, by ``n`` reverse passes below:
+#: the crossover measured in docs/benchmarks.md ("Hessian routes"); ``None``: always reverse
+FUNC_MIN_N: int | None = 16
 #: energies whose compilation failed (each then runs eagerly)
 FALLBACKS = {"count": 0}
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -87,6 +92,26 @@ class CompiledEnergy:
 
         return value_gradient_hessian(self.energy, y, params)
 
+    def _vgh_func(self, y: Tensor, *params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        from .derivatives import func_value_gradient_hessian
+
+        return func_value_gradient_hessian(self.energy, y, params)
+
+    def _vgh_route(self, n: int) -> Callable[..., Any]:
+        """The function traced for ``value_gradient_hessian``: ``torch.func`` (then folded,
+        ``fold.py``) for a plain energy with ``n ≥ FUNC_MIN_N``, else the eager one's."""
+        from .derivatives import HESSIAN_ROUTE
+        from .energy import closed_gradient, closed_hessian
+
+        e = self.energy
+        plain = (not callable(getattr(e, "value_gradient_hessian", None))
+                 and closed_gradient(e) is None and closed_hessian(e) is None)
+        route = HESSIAN_ROUTE["route"]
+        if plain and (route == "func" or (route == "auto" and FUNC_MIN_N is not None
+                                          and n >= FUNC_MIN_N)):
+            return self._vgh_func
+        return self._vgh
+
     # protocol ---------------------------------------------------------------------------------
     def __call__(self, y: Tensor, *params: Tensor) -> Tensor:
         tracked = torch.is_grad_enabled() and (
@@ -99,7 +124,7 @@ class CompiledEnergy:
                                ) -> tuple[Tensor, Tensor, Tensor]:
         if self.error is not None:
             return self._vgh(y, *params)
-        return self._run("vgh", self._vgh, y, params)
+        return self._run("vgh", self._vgh_route(y.shape[-1]), y, params)
 
     # machinery ----------------------------------------------------------------------------
     def _run(self, kind: str, fn: Callable[..., Any], y: Tensor, params: Sequence[Tensor]) -> Any:
@@ -131,17 +156,30 @@ class CompiledEnergy:
             return tuple(torch.cat(z) for z in zip(*outs, strict=True))
         return torch.cat(outs)
 
-    def _build(self, key: tuple[Any, ...], fn: Callable[..., Any], yb: Tensor,
-               pb: list[Tensor]) -> Callable[..., Any] | None:
+    def _trace(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
+        """``make_fx`` graph of ``fn`` (fake tensors), ``vmap``'s copies folded away
+        (``fold.py``); the ``torch.func`` route falls back to the reverse one if it fails."""
         from torch.fx.experimental.proxy_tensor import make_fx
 
+        if fn == self._vgh_func:
+            try:
+                graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
+            except Exception:  # noqa: BLE001 - not functorch-compatible: the reverse route
+                fn = self._vgh
+            else:
+                fold_expanded_bmm(graph)
+                return graph
+        return make_fx(fn, tracing_mode="fake")(yb, *pb)
+
+    def _build(self, key: tuple[Any, ...], fn: Callable[..., Any], yb: Tensor,
+               pb: list[Tensor]) -> Callable[..., Any] | None:
         t = time.perf_counter()
         try:
             with torch.no_grad():
-                graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
+                graph = self._trace(fn, yb, pb)
                 kernel = torch.compile(graph, dynamic=False)
                 got = kernel(yb, *pb)
-                want = fn(yb, *pb)
+                want = (self._vgh if fn == self._vgh_func else fn)(yb, *pb)
             got_t = got if isinstance(got, (tuple, list)) else (got,)
             want_t = want if isinstance(want, (tuple, list)) else (want,)
             tol = 1e-6 if yb.dtype == torch.float64 else 1e-3
