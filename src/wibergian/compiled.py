@@ -6,10 +6,16 @@ functions the solvers call without a gradient graph are traced to plain ATen gra
 graphs are compiled (Inductor fuses them into vectorised loops):
 
 - ``value(y, *params) -> (B,)``: multi-start scoring, trial points;
-- ``value_gradient_hessian(y, *params)``: ``derivatives.value_gradient_hessian`` of the user's
-  energy (autograd or ``torch.func``, whatever it would run eagerly), traced once by
-  ``make_fx`` with fake tensors, so a data-dependent branch or ``.item()`` fails the trace
-  instead of being baked in.
+- ``value_gradient_hessian(y, *params)``: traced once by ``make_fx`` with fake tensors (a
+  data-dependent branch or ``.item()`` fails the trace instead of being baked in). Below
+  :data:`FUNC_MIN_N` it is ``derivatives.value_gradient_hessian`` of the user's energy (``n``
+  reverse passes, what runs eagerly); from ``n = FUNC_MIN_N`` up, a plain energy's (no declared
+  derivatives) is the ``torch.func`` route (``vmap`` over the ``n`` directions of the ``jvp`` of
+  the gradient) with ``vmap``'s ``n`` copies of each unbatched matrix folded into one product
+  (``fold.py``): for ``E = Σ softplus(X y) + …``, ``H = Xᵀ diag(σ') X`` from two ``bmm`` with
+  ``n`` columns instead of ``2n`` matrix-vector passes over ``X``. The crossover is measured
+  (docs/benchmarks.md, "Hessian routes"); if ``torch.func`` refuses the energy, the reverse
+  route is traced instead.
 
 The backward's gradient graph (``∂∇E/∂w``) stays eager: it needs autograd w.r.t. the parameters.
 
@@ -70,6 +76,9 @@ class CompiledEnergy:
 
     Calls that track gradients (the backward's ``∂∇E/∂w``) run the eager energy unchanged.
     """
+
+    #: multi-start scores candidates one ``(B, n)`` call each (``solvers/multistart.py``)
+    scores_per_candidate = True
 
     def __init__(self, energy: EnergyFn) -> None:
         self.energy = energy

@@ -111,3 +111,4 @@ def fold_expanded_bmm(gm: fx.GraphModule) -> int:
         graph.eliminate_dead_code()
         gm.recompile()
     return count
+

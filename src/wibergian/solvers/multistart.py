@@ -14,6 +14,12 @@ dimension of a shared tensor the rule cannot tell them apart: pass ``batched_par
 which are batched. An energy that cannot be evaluated this way (it raises, or returns the wrong
 shape) is scored with ``C`` calls on ``(B, n)`` (one per candidate, parameters unchanged): the
 documented fallback, counted in :data:`FALLBACKS`.
+
+A compiled energy (``compiled.py``, ``scores_per_candidate``) with ``B > max_rows / 2`` is scored
+with those ``C`` calls directly (not counted): its fused kernel keeps no ``(rows, ·)``
+temporaries, so the blocks' cache locality buys nothing and the ``C``-fold copies of the
+parameters cost more than the extra calls (measured on W1 at B = 20,000: docs/benchmarks.md).
+The eager energy keeps the blocks (faster there: its temporaries stay in cache).
 """
 
 from __future__ import annotations
@@ -69,7 +75,8 @@ def candidate_energies(energy: EnergyFn, candidates: Tensor, params: Sequence[Te
     b, c, _ = candidates.shape
     ps = [p.detach() for p in params]
     with torch.no_grad():
-        if c > 1:
+        per_candidate = getattr(energy, "scores_per_candidate", False) and 2 * b > max_rows
+        if c > 1 and not per_candidate:
             flags = batched_flags(ps, b, batched_params)
             try:
                 return _scores_batched(energy, candidates, ps, flags, max_rows)
