@@ -19,9 +19,11 @@ graphs are compiled (Inductor fuses them into vectorised loops):
 
 The backward's gradient graph (``∂∇E/∂w``) stays eager: it needs autograd w.r.t. the parameters.
 
-Each kernel runs over blocks of ``R = min(B, MAX_ROWS)`` rows (the last block padded by
-repeating its first row), so one compilation per ``(kind, R, dtype, parameter layout)`` serves
-every batch size above :data:`MAX_ROWS` (a smaller batch compiles for its own size once). A
+Each kernel runs over blocks of ``R = min(B, MAX_ROWS)`` rows (a short last block is replaced
+by the last ``R`` rows, views of the inputs, and the rows already computed are dropped: no
+padded copies of the parameters), so one compilation per ``(kind, R, dtype, parameter
+layout)`` serves every batch size above :data:`MAX_ROWS` (a smaller batch compiles for its own
+size once). A
 parameter whose first dimension equals the number of rows of ``y`` is treated as batched and
 sliced with the block; any other is shared (the rule of ``solvers/multistart.py``). The first
 call of a kernel compiles it (its seconds accumulate in :attr:`CompiledEnergy.compile_seconds`
@@ -147,18 +149,21 @@ class CompiledEnergy:
             for p, f in zip(params, flags, strict=True)))
         outs = []
         for lo in range(0, b, r):
-            hi = min(b, lo + r)
-            yb = pad_rows(y[lo:hi].detach(), r) if hi - lo < r else y[lo:hi].detach()
-            pb = [(pad_rows(p[lo:hi].detach(), r) if hi - lo < r else p[lo:hi].detach())
-                  if f else p.detach() for p, f in zip(params, flags, strict=True)]
+            # a short last block is the last r rows (views, no copy; b ≥ r here): the rows
+            # before lo are recomputed and dropped
+            start = min(lo, b - r)
+            yb = y[start:start + r].detach().contiguous()
+            pb = [p[start:start + r].detach() if f else p.detach()
+                  for p, f in zip(params, flags, strict=True)]
             kernel = self._kernels.get(key)
             if kernel is None:
                 kernel = self._build(key, fn, yb, pb)
                 if kernel is None:  # compilation failed: eager for good
                     return fn(y, *params)
             out = kernel(yb, *pb)
-            outs.append(tuple(o[: hi - lo] for o in out) if isinstance(out, (tuple, list))
-                        else out[: hi - lo])
+            skip = lo - start
+            outs.append(tuple(o[skip:] for o in out) if isinstance(out, (tuple, list))
+                        else out[skip:])
         if len(outs) == 1:
             return outs[0]
         if isinstance(outs[0], tuple):

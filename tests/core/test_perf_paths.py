@@ -144,6 +144,37 @@ def test_multistart_falls_back_per_candidate():
                        .argmin(1))
 
 
+
+class _PerCandidateEnergy:
+    """Stands for a compiled energy (``scores_per_candidate``): records the rows of each call."""
+
+    scores_per_candidate = True
+
+    def __init__(self):
+        self.rows = []
+
+    def __call__(self, y, a, c, m):
+        self.rows.append(y.shape[0])
+        return welsch_wells(y, a, c, m)
+
+
+@pytest.mark.parametrize("b, per_candidate", [(3, False), (6, True)])
+def test_compiled_energy_scores_per_candidate_above_half_a_block(b, per_candidate):
+    """A compiled energy with B > max_rows/2 is scored by C calls on (B, n) with the parameters
+    unchanged (no C-fold copies), same energies, no fallback counted; below, in blocks."""
+    g = torch.Generator().manual_seed(6)
+    a, c = torch.randn(b, 5, generator=g, dtype=D), torch.randn(b, 5, generator=g, dtype=D)
+    m = torch.rand(5, generator=g, dtype=D)
+    cand = torch.stack([a, c], -1)
+    energy = _PerCandidateEnergy()
+    before = ms.FALLBACKS["per_candidate"]
+    es = ms.candidate_energies(energy, cand, (a, c, m), max_rows=10)
+    torch.testing.assert_close(es, loop_scores(welsch_wells, cand, (a, c, m)), rtol=0, atol=0)
+    assert ms.FALLBACKS["per_candidate"] == before
+    assert energy.rows == ([b] * 5 if per_candidate else [10, 5])
+    assert getattr(compiled_mod.CompiledEnergy, "scores_per_candidate", False)
+
+
 def _step(energy, **kw):
     x, t, lam = logistic_data(6, 3, seed=5)
     lam = lam.clone().requires_grad_(True)
@@ -312,8 +343,10 @@ def test_fold_leaves_unrelated_bmm_alone():
 @pytest.mark.slow
 def test_compiled_func_route_hessian_equals_closed_form(monkeypatch):
     """compile=True traces the torch.func route (folded) from FUNC_MIN_N up: its Hessian is the
-    closed form, float64, and the kernel compiled without falling back."""
+    closed form, float64, and the kernel compiled without falling back. Blocks of 4 rows over
+    B = 6: the short last block is rows 2-5 (overlapping, no padding), every row still right."""
     monkeypatch.setattr(compiled_mod, "FUNC_MIN_N", 3)
+    monkeypatch.setattr(compiled_mod, "MAX_ROWS", 4)
 
     def energy(y, x, t, lam):  # a fresh energy object: no cached kernels
         return logistic(y, x, t, lam)
@@ -325,5 +358,6 @@ def test_compiled_func_route_hessian_equals_closed_form(monkeypatch):
     with torch.no_grad():
         e, g, h = ce.value_gradient_hessian(y, x, t, lam)
     assert ce.error is None, ce.error
+    assert h.shape == (6, 4, 4) and len(ce._kernels) == 1
     torch.testing.assert_close(h, logistic_hessian(y, x, t, lam), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(e, logistic(y, x, t, lam), rtol=1e-12, atol=1e-12)

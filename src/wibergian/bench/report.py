@@ -129,10 +129,14 @@ def user_targets_section(run: dict[str, Any]) -> str:
             "is the one the issue-3 rows use. Each row compares figures of the same run "
             "(interleaved, one thread each).", "",
             "| target | figures | verdict |", "|---|---|---|"]
+    loads = []
     for w in run["workloads"]:
         ms = w["methods"]
         if USER not in ms:
             continue
+        lb, la = w.get("load_before"), w.get("load_after")
+        if lb is not None and la is not None:
+            loads.append(f"{w['label']} [{w.get('malloc', 'tuned')}]: {_load(lb)} → {_load(la)}")
         tag = f"{w['label']} [{MALLOC.get(w.get('malloc', 'tuned'), w.get('malloc'))}]"
         for name in (USER, USER_C):
             u = ms.get(name)
@@ -158,7 +162,15 @@ def user_targets_section(run: dict[str, Any]) -> str:
             rows.append(f"| {tag}: compile=True within 10 % of the hand-derived energy (ours, "
                         f"stops when converged) | {c['total_s']:.4f} vs {hand['total_s']:.4f} s "
                         f"= {r:.2f} | {_verdict(r <= 1.1)} |")
+    if loads:
+        rows += ["", "Machine load (1-minute load average on 2 cores, before → after each "
+                 "workload; another process used the other core): " + "; ".join(loads) + "."]
     return "\n".join(rows)
+
+
+def _load(x: Any) -> str:
+    v = x[0] if isinstance(x, (list, tuple)) else x
+    return f"{float(v):.1f}" if isinstance(v, (int, float)) else str(v)
 
 
 def targets_section(run: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ and JAXopt ``custom_root`` (ridge-CG, λ = 0.1) around the same Newton iteration
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -220,15 +221,64 @@ def hessian_routes(ns: tuple[int, ...] = (2, 8, 32, 128), batch: int = 1000, rep
     return rows
 
 
+def compiled_hessian_routes(ns: tuple[int, ...] = (2, 8, 16, 32, 128), batch: int = 1000,
+                            repeats: int = 3, log=print) -> list[dict[str, Any]]:
+    """Seconds per ``value_gradient_hessian`` of the ridge-logistic energy (``batch`` problems,
+    best of ``repeats``; eager best of 1 from ``n = 128``): eager reverse, and ``compile=True``
+    tracing the reverse route or the ``torch.func`` route with vmap's copies folded
+    (``fold.py``). ``compiled.FUNC_MIN_N`` is set from these (same process, same data)."""
+    import time
+
+    from wibergian import compiled as comp
+    from wibergian import derivatives as der
+
+    def best(fn, y, ps, reps: int) -> float:
+        fn(y, *ps)
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn(y, *ps)
+            ts.append(time.perf_counter() - t)
+        return min(ts)
+
+    rows = []
+    old = comp.FUNC_MIN_N
+    try:
+        for n in ns:
+            d = DenseData(batch, n)
+            y, ps = 0.1 * d.y_true, (d.x, d.t, d.log_lam, d.mu)
+            r: dict[str, Any] = {"n": n, "batch": batch}
+            with torch.no_grad():
+                r["eager_reverse_s"] = best(lambda yy, *pp: der.value_gradient_hessian(
+                    logistic_energy, yy, pp), y, ps, 1 if n >= 128 else repeats)
+                for key, min_n in (("compiled_reverse_s", None), ("compiled_func_folded_s", 1)):
+                    comp.FUNC_MIN_N = min_n
+                    ce = comp.CompiledEnergy(lambda yy, *pp: logistic_energy(yy, *pp))
+                    t = time.perf_counter()
+                    ce.value_gradient_hessian(y, *ps)
+                    r[key.replace("_s", "_first_call_s")] = time.perf_counter() - t
+                    r[key] = best(ce.value_gradient_hessian, y, ps, repeats)
+                    if ce.error is not None:
+                        r[key] = None
+                        log(f"[compiled routes] n={n} {key}: fell back ({ce.error})")
+            rows.append(r)
+            log(f"[compiled routes] n={n} B={batch}: eager reverse {r['eager_reverse_s']:.4f} s,"
+                f" compiled reverse {r['compiled_reverse_s']:.4f} s, compiled torch.func folded "
+                f"{r['compiled_func_folded_s']:.4f} s (load {os.getloadavg()[0]:.1f})")
+    finally:
+        comp.FUNC_MIN_N = old
+    return rows
+
+
 if __name__ == "__main__":
     import json
-    import os
     import sys
 
     torch.set_num_threads(1)
-    out = hessian_routes()
-    load = os.getloadavg()
-    print(json.dumps({"load_average": load, "rows": out}, indent=1))
+    load0 = os.getloadavg()
+    out = {"load_before": load0, "eager_routes": hessian_routes(ns=(2, 8, 32)),
+           "compiled_routes": compiled_hessian_routes(), "load_after": os.getloadavg()}
+    print(json.dumps(out, indent=1))
     if len(sys.argv) > 1:
         with open(sys.argv[1], "w") as f:
-            json.dump({"load_average": load, "rows": out}, f, indent=1)
+            json.dump(out, f, indent=1)
