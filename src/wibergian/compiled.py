@@ -23,9 +23,9 @@ Each kernel runs over blocks of ``R = min(B, MAX_ROWS)`` rows (a short last bloc
 by the last ``R`` rows, views of the inputs, and the rows already computed are dropped: no
 padded copies of the parameters), so one compilation per ``(kind, R, dtype, parameter
 layout)`` serves every batch size above :data:`MAX_ROWS` (a smaller batch compiles for its own
-size once). A
-parameter whose first dimension equals the number of rows of ``y`` is treated as batched and
-sliced with the block; any other is shared (the rule of ``solvers/multistart.py``). The first
+size once). A parameter whose first dimension equals the number of rows of ``y`` is treated as
+batched and sliced with the block; any other is shared (the rule of
+``solvers/multistart.py``). The first
 call of a kernel compiles it (its seconds accumulate in :attr:`CompiledEnergy.compile_seconds`
 and reach ``ArgminInfo.compile_s``) and checks it against the eager function on that block; a
 failure anywhere (no C++ compiler, an energy ``make_fx`` cannot trace, a mismatch) falls back to
