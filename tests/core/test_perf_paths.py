@@ -159,9 +159,11 @@ class _PerCandidateEnergy:
 
 
 @pytest.mark.parametrize("b, per_candidate", [(3, False), (6, True)])
-def test_compiled_energy_scores_per_candidate_above_half_a_block(b, per_candidate):
-    """A compiled energy with B > max_rows/2 is scored by C calls on (B, n) with the parameters
-    unchanged (no C-fold copies), same energies, no fallback counted; below, in blocks."""
+def test_compiled_energy_scores_per_candidate_above_threshold(monkeypatch, b, per_candidate):
+    """A compiled energy with B ≥ PER_CANDIDATE_MIN_ROWS is scored by C calls on (B, n) with the
+    parameters unchanged (no C-fold copies), same energies, no fallback counted; below, in
+    blocks."""
+    monkeypatch.setattr(ms, "PER_CANDIDATE_MIN_ROWS", 4)
     g = torch.Generator().manual_seed(6)
     a, c = torch.randn(b, 5, generator=g, dtype=D), torch.randn(b, 5, generator=g, dtype=D)
     m = torch.rand(5, generator=g, dtype=D)
