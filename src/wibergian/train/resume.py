@@ -111,12 +111,13 @@ def restore(state: dict[str, Any] | None, cfg_dict: dict[str, Any], model: nn.Mo
             RuntimeWarning, stacklevel=3,  # attributed to Trainer.fit (restore <- _fit <- fit)
         )
     start = int(state["step"])
+    history = list(state["history"])
     window = LogWindow()
     window.load_state_dict(state["window"])
-    history = list(state["history"])
+    resumed = Resumed(start, history, window, float(state["elapsed"]), state["last_loss"],
+                      dict(state["last_metrics"]), ckpt.checkpoint_path(run.checkpoints, start))
     run.rewrite_metrics(history)
-    return Resumed(start, history, window, float(state["elapsed"]), state["last_loss"],
-                   dict(state["last_metrics"]), ckpt.checkpoint_path(run.checkpoints, start))
+    return resumed
 
 
 def snapshot(step: int, model: nn.Module, opt: torch.optim.Optimizer, source: BatchSource,
