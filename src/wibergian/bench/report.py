@@ -164,7 +164,7 @@ def user_targets_section(run: dict[str, Any]) -> str:
                         f"= {r:.2f} | {_verdict(r <= 1.1)} |")
     if loads:
         rows += ["", "Machine load (1-minute load average on 2 cores, before → after each "
-                 "workload; another process used the other core): " + "; ".join(loads) + "."]
+                 "workload): " + "; ".join(loads) + "."]
     return "\n".join(rows)
 
 
