@@ -54,7 +54,7 @@ def _load_data(args: argparse.Namespace, train_fraction: float | None,
     return datasets.load_default(step=5 * args.subsample, detector=det,
                                  train_fraction=train_fraction,
                                  gap_seconds=args.gap / (24.0 / args.subsample),
-                                 held_out=args.held_out)
+                                 held_out=args.held_out, body=args.body)
 
 
 #: `pose train` flags that shape the training trajectory: stored in config.json, compared
@@ -67,7 +67,8 @@ TRAJECTORY_KEYS = ("mode", "models", "basis", "loss", "learn", "pose_prior", "gr
 def _trajectory_settings(args: argparse.Namespace) -> dict[str, Any]:
     data = getattr(args, "h36m", None) or getattr(args, "poses", None)
     return {**{k: getattr(args, k, None) for k in TRAJECTORY_KEYS},
-            "data": str(data) if data else "built-in CMU clip"}
+            "data": str(data) if data else "built-in CMU clip" + (
+                ", other body" if getattr(args, "body", "cmu") == "other" else "")}
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -170,6 +171,10 @@ def data_args(q: argparse.ArgumentParser, train_fraction: float | None) -> None:
                         "the last training frames")
     g.add_argument("--held-out", choices=("end", "start"), default="end",
                    help="built-in clip: hold out its end (default split) or its start")
+    g.add_argument("--body", choices=("cmu", "other"), default="cmu",
+                   help="built-in clip: the recorded CMU subject, or 'other': the clip's real "
+                        "joint angles through a generated body with other bone proportions, "
+                        "mirrored (a second motion source; docs/pose.md)")
     g.add_argument("--detector-seed", type=int, default=0,
                    help="seed of the simulated 2D detector")
     g.add_argument("--threads", type=int, default=1, help="torch CPU threads")

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from wibergian.train import TrainConfig, Trainer
 
+from . import skeleton as sk
 from .datasets import PoseData
 from .lifting import root_centre
 from .model import CAMERA_KEYS, ModelConfig, PoseModel, camera_tensors
@@ -67,15 +68,27 @@ def pose_loss(model: PoseModel, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict
     return err, {"P1_mm": float(err.detach()) * 1000.0}
 
 
+#: the pose sets a PPCA prior can be fit on (:func:`source_poses`).
+PRIOR_SOURCES = ("half", "train", "half_mirror", "train_mirror")
+
+
+def mirrored(poses: Tensor) -> Tensor:
+    """Mirror images of (T, 17, 3) poses: x -> -x about each frame's root, left/right labels
+    swapped (a correctly handed person doing the mirror-image motion)."""
+    root = poses[:, :1]
+    q = (poses - root) * torch.tensor([-1.0, 1.0, 1.0], dtype=poses.dtype)
+    return sk.flip_left_right(q) + root
+
+
 def source_poses(data: PoseData, source: str) -> Tensor:
-    """3D poses the PPCA prior is fit on: ``"half"`` (first half of the training frames) or
-    ``"train"`` (all training frames)."""
+    """3D poses the PPCA prior is fit on: ``"half"`` (first half of the training frames),
+    ``"train"`` (all training frames); ``"*_mirror"``: those poses and their mirror images
+    (:func:`mirrored`), twice as many, so the subspace also spans the mirror-image motion."""
+    if source not in PRIOR_SOURCES:
+        raise ValueError(f"source must be one of {PRIOR_SOURCES}, got {source!r}")
     tr = data.poses3d[data.train_idx]
-    if source == "half":
-        return tr[: max(tr.shape[0] // 2, 1)]
-    if source == "train":
-        return tr
-    raise ValueError(f"source must be 'half' or 'train', got {source!r}")
+    base = tr[: max(tr.shape[0] // 2, 1)] if source.startswith("half") else tr
+    return torch.cat([base, mirrored(base)]) if source.endswith("_mirror") else base
 
 
 def build_model(data: PoseData, config: ModelConfig, num_models: int = 6, num_basis: int = 12,
