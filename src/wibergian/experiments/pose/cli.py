@@ -29,7 +29,7 @@ from .evaluate import evaluate_model, format_metrics, summary
 from .model import LEARN_GROUPS, ModelConfig
 from .plots import plot_joint_weights, plot_reconstructions, plot_sorted_errors
 from .suite import SuiteSettings, count_parameters, markdown_table, run_suite
-from .train import build_model, load_model, source_poses, train_model
+from .train import PRIOR_SOURCES, build_model, load_model, source_poses, train_model
 
 GENERATED_NOTE = ("GENERATED 2D detections (simulated stacked-hourglass-like detector) of "
                   "REAL 3D motion (CMU mocap clip) seen by the 4 real Human3.6M cameras")
@@ -203,9 +203,9 @@ def register(subparsers: Any) -> None:
     t.add_argument("--learn", choices=sorted(LEARN_GROUPS), default="all",
                    help="parameters learnt: all; basis = μ, e, σ, camera weights; no_basis = "
                         "all but μ, e; scalars = ρ, δ, T, camera weights, fusion biases")
-    t.add_argument("--pose-prior", choices=("half", "train"), default="half",
+    t.add_argument("--pose-prior", choices=PRIOR_SOURCES, default="half",
                    help="poses the initial PPCA is fit on: first half of the training frames "
-                        "or all of them")
+                        "or all of them; *_mirror: and their mirror images")
     t.add_argument("--damping", type=float, default=0.1, help="λ of the implicit gradient")
     t.add_argument("--anchor", type=float, default=0.0,
                    help="weight of Σ||p - p0||² pulling parameters toward the untrained ones")

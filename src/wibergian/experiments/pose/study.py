@@ -32,7 +32,7 @@ from .datasets import PoseData
 from .evaluate import evaluate_model, summary
 from .grid_search import grid_search
 from .model import ModelConfig
-from .train import build_model, train_model
+from .train import build_hybrid_model, build_model, train_model
 
 #: variant -> (loss, how): how = "untrained", "refit", "grid", or a recipe dict
 #: {"learn": preset (None: untrained), "augment": copies, "anchor": weight, "early": bool,
@@ -62,6 +62,8 @@ VARIANTS: dict[str, tuple[str, object]] = {
     "huber_wide_early": ("huber", {"learn": "all", "early": True, **WIDE}),
     "huber_wide_no_basis": ("huber", {"learn": "no_basis", **WIDE}),
     "huber_wide_augment": ("huber", {"learn": "all", "augment": 2, **WIDE}),
+    "untrained_huber_hybrid": ("huber", {"learn": None, "hybrid": 16}),
+    "trained_huber_hybrid": ("huber", {"learn": "all", "hybrid": 16}),
 }
 
 LABELS = {
@@ -82,6 +84,8 @@ LABELS = {
     "huber_wide_early": "trained Huber, wide prior, all, early stopping on validation",
     "huber_wide_no_basis": "trained Huber, wide prior, all but μ, e",
     "huber_wide_augment": "trained Huber, wide prior, all, augmented ×3",
+    "untrained_huber_hybrid": "untrained Huber, K models + 1 wide model",
+    "trained_huber_hybrid": "trained Huber, K models + 1 wide model, all parameters",
 }
 
 BASELINE = "untrained_huber"
@@ -100,6 +104,7 @@ class StudySettings:
     num_models: int = 3
     num_basis: int = 8
     prior: str = "half"
+    damping: float = 0.1
     steps: int = 60
     batch_size: int = 16
     lr: float = 1e-2
@@ -128,15 +133,20 @@ def run_variant(name: str, data: PoseData, mode: str, s: StudySettings, seed: in
     """Build (and train or search) one variant on ``data``'s training frames; evaluate on
     its test frames. Returns the summary row."""
     loss, how = VARIANTS[name]
-    cfg = ModelConfig(mode=mode, loss=loss, grid=s.rotation_grid)
+    cfg = ModelConfig(mode=mode, loss=loss, grid=s.rotation_grid, damping=s.damping)
     source = "train" if how == "refit" else s.prior
     k, b = s.num_models, s.num_basis
+    hybrid = int(how.get("hybrid", 0)) if isinstance(how, dict) else 0
     if isinstance(how, dict):
         k, b = int(how.get("models", k)), int(how.get("basis", b))
         source = str(how.get("prior", source))
         if how.get("learn") is None:
             how = "untrained"
-    model = build_model(data, cfg, k, b, source=source, seed=seed)
+    if hybrid:
+        model = build_hybrid_model(data, cfg, k, b, hybrid, seed=seed)
+        k, b, source = k + 1, max(b, hybrid), f"half + wide (train, B {hybrid})"
+    else:
+        model = build_model(data, cfg, k, b, source=source, seed=seed)
     row: dict = {"loss": loss, "models": k, "basis": b, "prior": source}
     train = data.train()
     if isinstance(how, dict):

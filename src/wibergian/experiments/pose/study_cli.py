@@ -34,7 +34,7 @@ def cmd_study(args: argparse.Namespace) -> None:
         num_models=args.models or base.num_models, num_basis=args.basis or base.num_basis,
         steps=args.steps or base.steps, batch_size=args.batch_size or base.batch_size,
         rotation_grid=args.rotation_grid or base.rotation_grid, grid_frames=base.grid_frames,
-        prior=args.pose_prior)
+        prior=args.pose_prior, damping=args.damping, lr=args.lr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -82,6 +82,9 @@ def register_study(sub: Any, data_args: Callable, formatter: type) -> None:
                         "their mirror images); refit_ppca always uses train, *_wide variants "
                         "their own")
     q.add_argument("--steps", type=int, default=None, help="training steps (default 60)")
+    q.add_argument("--lr", type=float, default=1e-2, help="base learning rate (Adam)")
+    q.add_argument("--damping", type=float, default=0.1,
+                   help="λ of the implicit gradient through the lifting's minimum")
     q.add_argument("--batch-size", type=int, default=None, help="frames per step (default 16)")
     q.add_argument("--rotation-grid", type=int, default=None,
                    help="angles of the lifting's rotation search (default 16)")

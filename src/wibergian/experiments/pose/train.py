@@ -98,6 +98,35 @@ def build_model(data: PoseData, config: ModelConfig, num_models: int = 6, num_ba
     return PoseModel(mix, scale, data.num_cameras, config)
 
 
+def _padded(mix: PPCAMixture, num_basis: int) -> PPCAMixture:
+    """``mix`` with zero basis vectors appended up to ``num_basis`` (their coefficients do not
+    change the pose; a prior std of 1 mm keeps the normal equations definite)."""
+    k, b, d = mix.basis.shape
+    extra = num_basis - b
+    return PPCAMixture(
+        mean=mix.mean, basis=torch.cat([mix.basis, mix.basis.new_zeros(k, extra, d)], 1),
+        std=torch.cat([mix.std, mix.std.new_ones(k, extra)], 1), noise=mix.noise,
+        weight=mix.weight)
+
+
+def build_hybrid_model(data: PoseData, config: ModelConfig, num_models: int = 3,
+                       num_basis: int = 8, wide_basis: int = 16, seed: int = 0) -> PoseModel:
+    """K PPCA models of B components on the first half of the training frames (as
+    :func:`build_model`) plus one *wide* model of ``wide_basis`` components on all training
+    poses, fused by the same learnt softmin: K + 1 models (bases zero-padded to the larger B).
+    """
+    mix, scale = fit_mixture(source_poses(data, "half"), num_models, num_basis, seed=seed)
+    wide, _ = fit_mixture(source_poses(data, "train"), 1, wide_basis, seed=seed, scale=scale)
+    b = max(num_basis, wide_basis)
+    mix, wide = _padded(mix, b), _padded(wide, b)
+    k = num_models
+    both = PPCAMixture(**{f: torch.cat([getattr(mix, f), getattr(wide, f)])
+                          for f in ("mean", "basis", "std", "noise")},
+                       weight=torch.cat([mix.weight * k / (k + 1),
+                                         mix.weight.new_full((1,), 1 / (k + 1))]))
+    return PoseModel(both, scale, data.num_cameras, config)
+
+
 def empty_model(meta: dict) -> PoseModel:
     """A :class:`PoseModel` of the shapes recorded in ``meta`` (values to be loaded)."""
     k, b, j = meta["num_models"], meta["num_basis"], 17
