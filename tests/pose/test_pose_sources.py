@@ -87,3 +87,27 @@ def test_wide_variant_builds_its_own_prior():
     assert (wide["models"], wide["basis"], wide["prior"]) == (1, 16, "train")
     assert (base["models"], base["basis"], base["prior"]) == (2, 4, "half")
     assert wide["P1"] != base["P1"]
+
+
+def test_hybrid_model_is_the_k_models_plus_the_wide_one():
+    from wibergian.experiments.pose.model import ModelConfig, PoseModel
+    from wibergian.experiments.pose.ppca import fit_mixture
+    from wibergian.experiments.pose.train import arrays, build_hybrid_model, build_model
+
+    data = datasets.load_default(step=25)
+    cfg = ModelConfig(mode="multi", loss="huber", grid=8)
+    hyb = build_hybrid_model(data, cfg, 2, 4, wide_basis=6)
+    assert (hyb.num_models, hyb.num_basis) == (3, 6)
+    assert float(hyb.basis.detach()[:2, 4:].abs().max()) == 0.0  # padded with zero vectors
+    plain = build_model(data, cfg, 2, 4)
+    _, scale = fit_mixture(source_poses(data, "half"), 2, 4)
+    wide_mix, _ = fit_mixture(source_poses(data, "train"), 1, 6, scale=scale)
+    wide = PoseModel(wide_mix, scale, data.num_cameras, cfg)
+    a = arrays(data.test().subset(torch.arange(6)))
+    with torch.no_grad():
+        hyb.fusion_bias[2] = -300.0  # the wide model out of the fusion: the K models alone
+        torch.testing.assert_close(hyb(a.points, a.visible, a.cams).pose,
+                                   plain(a.points, a.visible, a.cams).pose)
+        hyb.fusion_bias[:] = torch.tensor([-300.0, -300.0, 0.0])  # only the wide model
+        torch.testing.assert_close(hyb(a.points, a.visible, a.cams).pose,
+                                   wide(a.points, a.visible, a.cams).pose)
