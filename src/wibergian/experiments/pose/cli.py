@@ -29,7 +29,14 @@ from .evaluate import evaluate_model, format_metrics, summary
 from .model import LEARN_GROUPS, ModelConfig
 from .plots import plot_joint_weights, plot_reconstructions, plot_sorted_errors
 from .suite import SuiteSettings, count_parameters, markdown_table, run_suite
-from .train import PRIOR_SOURCES, build_model, load_model, source_poses, train_model
+from .train import (
+    PRIOR_SOURCES,
+    build_hybrid_model,
+    build_model,
+    load_model,
+    source_poses,
+    train_model,
+)
 
 GENERATED_NOTE = ("GENERATED 2D detections (simulated stacked-hourglass-like detector) of "
                   "REAL 3D motion (CMU mocap clip) seen by the 4 real Human3.6M cameras")
@@ -66,7 +73,9 @@ TRAJECTORY_KEYS = ("mode", "models", "basis", "loss", "learn", "pose_prior", "gr
 
 def _trajectory_settings(args: argparse.Namespace) -> dict[str, Any]:
     data = getattr(args, "h36m", None) or getattr(args, "poses", None)
+    wide = getattr(args, "wide_basis", 0) or 0  # recorded only when used (older runs resume)
     return {**{k: getattr(args, k, None) for k in TRAJECTORY_KEYS},
+            **({"wide_basis": wide} if wide > 0 else {}),
             "data": str(data) if data else "built-in CMU clip" + (
                 ", other body" if getattr(args, "body", "cmu") == "other" else "")}
 
@@ -78,8 +87,15 @@ def cmd_train(args: argparse.Namespace) -> None:
                             extra=_trajectory_settings(args))
     data = _load_data(args, train_fraction=args.train_fraction)
     cfg = ModelConfig(mode=args.mode, loss=args.loss, grid=args.grid, damping=args.damping)
-    model = build_model(data, cfg, args.models, args.basis, source=args.pose_prior,
-                        seed=args.seed)
+    if args.wide_basis > 0:  # K models on --pose-prior half + one wide model (study: *_hybrid)
+        if args.pose_prior != "half":
+            raise SystemExit("--wide-basis builds its K models on the first half of the "
+                             "training frames; leave --pose-prior at half")
+        model = build_hybrid_model(data, cfg, args.models, args.basis, args.wide_basis,
+                                   seed=args.seed)
+    else:
+        model = build_model(data, cfg, args.models, args.basis, source=args.pose_prior,
+                            seed=args.seed)
     print(f"[pose] {data.source}: {len(data.train_idx)} train / {len(data.test_idx)} test "
           f"frames; {'generated' if data.generated else 'real'} 2D detections")
     before = evaluate_model(model, data.test(), progress="pose: untrained model",
@@ -206,6 +222,9 @@ def register(subparsers: Any) -> None:
     t.add_argument("--pose-prior", choices=PRIOR_SOURCES, default="half",
                    help="poses the initial PPCA is fit on: first half of the training frames "
                         "or all of them; *_mirror: and their mirror images")
+    t.add_argument("--wide-basis", type=int, default=0,
+                   help="add one wide PPCA model of this many components, fit on all training "
+                        "poses, to the K models (the study's *_hybrid variants; 0: none)")
     t.add_argument("--damping", type=float, default=0.1, help="λ of the implicit gradient")
     t.add_argument("--anchor", type=float, default=0.0,
                    help="weight of Σ||p - p0||² pulling parameters toward the untrained ones")
