@@ -83,7 +83,7 @@ def _trajectory_settings(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     run_dir, resume = run_dir_from_args(args, Path("runs/pose"))  # flags checked before data
-    tcfg = config_from_args(args, TrainConfig(steps=200, batch_size=32, lr=1e-2),
+    tcfg = config_from_args(args, TrainConfig(steps=90, batch_size=16, lr=1e-2),
                             extra=_trajectory_settings(args))
     data = _load_data(args, train_fraction=args.train_fraction)
     cfg = ModelConfig(mode=args.mode, loss=args.loss, grid=args.grid, damping=args.damping)
@@ -198,8 +198,10 @@ def data_args(q: argparse.ArgumentParser, train_fraction: float | None) -> None:
 
 def model_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--mode", choices=("mono", "multi"), default="multi")
-    q.add_argument("--models", type=int, default=6, help="number of PPCA models K")
-    q.add_argument("--basis", type=int, default=12, help="basis vectors per model B")
+    # K = 3, B = 8 (and 90 steps of 16 frames for train): chosen on the validation split of
+    # the training frames over K = 6, B = 12 with 200 steps of 32 (docs/pose.md)
+    q.add_argument("--models", type=int, default=3, help="number of PPCA models K")
+    q.add_argument("--basis", type=int, default=8, help="basis vectors per model B")
     q.add_argument("--loss", choices=("l2", "huber"), default="huber",
                    help="data term of the fitting energy")
     q.add_argument("--rotation-grid", "--grid", dest="grid", type=int, default=24,
@@ -233,7 +235,7 @@ def register(subparsers: Any) -> None:
     t.add_argument("--augment", type=int, default=0,
                    help="augmented copies of the training poses (rotated, scaled, mirrored)")
     data_args(t, 0.7)
-    add_train_args(t, TrainConfig(steps=200, batch_size=32, lr=1e-2))
+    add_train_args(t, TrainConfig(steps=90, batch_size=16, lr=1e-2))
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="P1/P2/P3 (mean, median, p90, outliers) of a trained "
