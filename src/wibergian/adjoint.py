@@ -26,7 +26,8 @@ Forward mode (``jvp``): the same linearisation pushed forward. With a parameter 
 one solve per problem with the same regulariser and fallbacks as the VJP; the directional
 derivative ``∂(∇_y E)/∂w · ẇ`` is two reverse passes (a VJP against a dummy, then its VJP).
 
-Double backward (``create_graph=True``): ``second_order.py``.
+Double backward (``create_graph=True``): ``second_order.py``. Bookkeeping (``AdjointSpec``, the
+non-finite checks, the diagnostics record and warnings): ``adjoint_spec.py``.
 
 Matrix-free back end: conjugate gradients on Hessian-vector products ``v ↦ H v``. By default each
 product is a reverse pass through the gradient's graph. An energy may instead declare
@@ -44,44 +45,24 @@ definite, and the semi-definiteness test (a second factorisation) is skipped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from .adjoint_spec import (
+    AdjointSpec,
+    hessian_name,
+    live_params,
+    raise_if_nonfinite,
+    record_solve,
+    report_solve,
+)
 from .derivatives import gradient_graph, hessian_from_graph
-from .energy import EnergyFn, closed_hessian
-from .errors import FallbackWarning, NonFiniteDerivativeError, nonfinite_derivative, warn
-from .linsolve import HessianFactor, SolveStats, cap_to_bound, cg_solve, dense_solve
+from .energy import closed_hessian
+from .errors import NonFiniteDerivativeError
+from .linsolve import SolveStats, cap_to_bound, cg_solve, dense_solve
 
-
-@dataclass
-class AdjointSpec:
-    """Everything the backward pass needs besides the tensors."""
-
-    energy: EnergyFn
-    damping: float
-    regulariser: str
-    backend: str  # "dense" | "cg"
-    mode: str  # "implicit" | "newton_step"
-    cg_tol: float = 1e-10
-    cg_max_iter: int | None = None
-    record: dict[str, Any] = field(default_factory=dict)  # backward diagnostics land here
-    factor: HessianFactor | None = None  # the forward's Cholesky factor at y*, if any
-    hessian: Tensor | None = None  # the forward's symmetric ∇²E (B, n, n) at y_point, if any
-    warn: bool = True  # FallbackWarning from the backward (argmin's warn=)
-
-
-def _live(params: Sequence[Tensor], needs: Sequence[bool]) -> list[Tensor]:
-    """Detached copies of ``params``; those whose gradient is needed become leaves."""
-    out = []
-    for p, need in zip(params, needs, strict=True):
-        q = p.detach()
-        if need and q.is_floating_point():
-            q = q.requires_grad_(True)
-        out.append(q)
-    return out
+__all__ = ["AdjointSpec", "jvp", "vjp"]
 
 
 def _regularised_solve(
@@ -144,14 +125,13 @@ def vjp(
     """
     needs = [isinstance(p, Tensor) and p.requires_grad for p in params]
     with torch.enable_grad():
-        live = _live(params, needs)
+        live = live_params(params, needs)
         yv, g = gradient_graph(spec.energy, y_point, live)
         ours = torch.isfinite(grad_out).all(-1)  # a NaN ȳ from upstream passes through as NaN
-        _raise_if_nonfinite(ours & ~torch.isfinite(g.detach()).all(-1), "gradient ∇_y E")
+        raise_if_nonfinite(ours & ~torch.isfinite(g.detach()).all(-1), "gradient ∇_y E")
         u, stats = _regularised_solve(spec, yv, g, grad_out.detach(), live)
         if stats.nonfinite_mask is not None:
-            _raise_if_nonfinite(ours & stats.nonfinite_mask, "Hessian ∇²_y E"
-                                if spec.backend == "dense" else "Hessian-vector product")
+            raise_if_nonfinite(ours & stats.nonfinite_mask, hessian_name(spec))
         u, capped = cap_to_bound(u, grad_out.detach(), spec.damping)
         if spec.mode == "implicit":
             s = (g * u).sum()
@@ -171,23 +151,7 @@ def vjp(
                 "finite although ∇_y E and the linear solve are: the mixed derivative "
                 "∂(∇_y E)/∂w is NaN/Inf at the solution (a non-differentiable point of the "
                 "energy in w, or an overflow)")
-    if stats.fallbacks and spec.warn:
-        warn(
-            f"argmin backward: {stats.fallbacks} of {grad_out.shape[0]} problems had a Hessian "
-            "that is not positive semi-definite (a saddle or a non-converged point); used the "
-            "bound-preserving fallback (counted in info.backward['backward_fallbacks'])",
-            FallbackWarning,
-        )
-    spec.record.update(
-        reused_factor=stats.reused_factor,
-        backward_fallbacks=stats.fallbacks,
-        backward_fallback_mask=stats.fallback_mask,
-        min_eigenvalue=stats.min_eigenvalue,
-        backward_residual=stats.residual,
-        cg_iterations=stats.iterations,
-        cg_shifted=stats.shifted,
-        bound_capped=int(capped.sum()),
-    )
+    record_solve(spec, stats, grad_out.shape[0], "backward", capped)
     out: list[Tensor | None] = []
     it = iter(grads)
     for q, n in zip(live, needs, strict=True):
@@ -197,28 +161,6 @@ def vjp(
         else:
             out.append(None)
     return out
-
-
-def _report(spec: AdjointSpec, stats: SolveStats, b: int, what: str, capped: Tensor) -> None:
-    """Warn about and record the fallbacks of a JVP or differentiable-VJP solve (as ``vjp``)."""
-    if stats.nonfinite_mask is not None:
-        _raise_if_nonfinite(stats.nonfinite_mask, "Hessian ∇²_y E" if spec.backend == "dense"
-                            else "Hessian-vector product")
-    if stats.fallbacks and spec.warn:
-        warn(f"argmin {what}: {stats.fallbacks} of {b} problems had a Hessian that is not "
-             "positive semi-definite (a saddle or a non-converged point); used the "
-             "bound-preserving fallback (counted in info.backward['backward_fallbacks'])",
-             FallbackWarning)
-    spec.record.update(backward_fallbacks=stats.fallbacks,
-                       backward_fallback_mask=stats.fallback_mask,
-                       min_eigenvalue=stats.min_eigenvalue, backward_residual=stats.residual,
-                       cg_iterations=stats.iterations, reused_factor=stats.reused_factor,
-                       cg_shifted=stats.shifted, bound_capped=int(capped.sum()))
-
-
-def _raise_if_nonfinite(mask: Tensor | None, quantity: str) -> None:
-    if mask is not None and bool(mask.any()):
-        raise nonfinite_derivative("argmin backward (at the solution)", quantity, mask)
 
 
 def _directional(f: Tensor, targets: Sequence[Tensor], tangents: Sequence[Tensor]) -> Tensor:
@@ -241,7 +183,7 @@ def jvp(
     entry of ``params``, ``None`` for none); ``y_point`` as in :func:`vjp`."""
     needs = [t is not None and p.is_floating_point() for p, t in zip(params, tangents, strict=True)]
     with torch.enable_grad():
-        live = _live(params, needs)
+        live = live_params(params, needs)
         yv, g = gradient_graph(spec.energy, y_point, live)
         f = g
         if spec.mode == "newton_step":  # the drift: ∂(H d)/∂w · ẇ with d = M^-1 g held fixed
@@ -250,8 +192,8 @@ def jvp(
         pairs = [(q, t.to(q.dtype)) for q, t, n in zip(live, tangents, needs, strict=True) if n]
         r = (_directional(f, [q for q, _ in pairs], [t for _, t in pairs]) if pairs
              and f.requires_grad else torch.zeros_like(g))
-        _raise_if_nonfinite(~torch.isfinite(g.detach()).all(-1), "gradient ∇_y E")
+        raise_if_nonfinite(~torch.isfinite(g.detach()).all(-1), "gradient ∇_y E")
         x, stats = _regularised_solve(spec, yv, g, r.detach(), live)
         x, capped = cap_to_bound(x.detach(), r.detach(), spec.damping)
-    _report(spec, stats, y_point.shape[0], "forward-mode derivative", capped)
+    report_solve(spec, stats, y_point.shape[0], "forward-mode derivative", capped)
     return -x

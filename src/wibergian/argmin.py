@@ -8,14 +8,13 @@ makes an inexact minimum the fixed point that the implicit gradient assumes. Bac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .adjoint import AdjointSpec
-from .checks import check_candidates, check_damping, start_energy
+from .checks import check_candidates, check_damping, check_inputs, start_energy
 from .compiled import compiled_energy
 from .derivatives import (
     energy_value,
@@ -25,69 +24,15 @@ from .derivatives import (
     value_gradient_hessian,
 )
 from .energy import EnergyFn
-from .errors import FallbackWarning, NonConvergenceWarning, NonSmoothWarning
-from .errors import warn as _warn
+from .errors import FallbackWarning, NonConvergenceWarning
 from .function import attach_derivatives, autodiff_entry
+from .info import ArgminInfo, forward_warnings
 from .linsolve import REGULARISERS, HessianFactor, cg_solve, choose_backend, dense_solve
 from .solvers import LBFGS, BlackBox, NewtonCG, NewtonTrustRegion, QuadraticSolve, best_candidate
 from .solvers.auto import choose_solver
 from .solvers.base import Solver
 
 __all__ = ["ArgminInfo", "FallbackWarning", "NonConvergenceWarning", "argmin"]
-
-
-@dataclass
-class ArgminInfo:
-    """Per-problem diagnostics of one ``argmin`` call.
-
-    Forward fields are filled at once; ``backward`` fields after ``.backward()`` has run.
-
-    Attributes:
-        iterations: ``(B,)`` inner-solver iterations (``-1`` when a black box does not say).
-        converged: ``(B,)`` inner solver reached its tolerance.
-        grad_norm: ``(B,)`` ``||∇_y E||`` at the returned point.
-        energy: ``(B,)`` energy at the returned point.
-        start_index: ``(B,)`` chosen candidate (multi-start only).
-        final_step_accepted: ``(B,)`` whether the final damped Newton step was kept (it is
-            rejected where it would raise the energy).
-        forward_fallbacks: problems whose final-step solve needed the eigenvalue fallback.
-        compile_s: seconds spent compiling in this call (``compile=True``; 0 once cached).
-        saddle: ``(B,)`` bool, the problem ended at a stationary point where the solver's
-            second-order check found negative curvature (such problems are also not
-            converged); ``None`` when the solver does not check (only ``"newton"`` and
-            ``"newton_cg"`` do). ``num_saddle`` counts them.
-        solver: the inner solver's name (what ``solver="auto"`` chose).
-        perturbed_starts: problems whose start the solver moved because the energy's
-            derivatives were not finite there (``solvers/nonfinite.py``).
-        backward: filled by the backward pass: ``backward_fallbacks`` (count),
-            ``min_eigenvalue`` (``(B,)`` where an eigendecomposition ran), ``backward_residual``
-            (``(B,)`` relative residual of the linear solve), ``cg_iterations``,
-            ``reused_factor`` (the solver's Cholesky factor served the backward),
-            ``cg_shifted`` (CG problems re-solved with a shift after negative curvature),
-            ``bound_capped`` (problems whose ``u`` the ``1/λ`` cap shrank beyond rounding).
-    """
-
-    iterations: Tensor
-    converged: Tensor
-    grad_norm: Tensor
-    energy: Tensor
-    start_index: Tensor | None = None
-    final_step_accepted: Tensor | None = None
-    forward_fallbacks: int = 0
-    backend: str = "dense"
-    compile_s: float = 0.0
-    perturbed_starts: int = 0
-    backward: dict[str, Any] = field(default_factory=dict)
-    saddle: Tensor | None = None
-    solver: str = ""
-
-    @property
-    def num_not_converged(self) -> int:
-        return int((~self.converged).sum())
-
-    @property
-    def num_saddle(self) -> int:
-        return 0 if self.saddle is None else int(self.saddle.sum())
 
 
 def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None,
@@ -117,48 +62,6 @@ def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None,
     if not hasattr(solver, "minimize"):
         raise TypeError(f"solver object {solver!r} has no minimize(energy, y0, params) method")
     return solver
-
-
-def _check_inputs(y0: Any, params: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
-    if not isinstance(y0, Tensor):
-        raise TypeError(f"y0 must be a torch.Tensor of shape (B, n); got {type(y0).__name__}")
-    if y0.dim() != 2:
-        raise ValueError(
-            f"y0 must have shape (B, n) (a batch of independent problems); got {tuple(y0.shape)}."
-            " For a single problem use y0[None]."
-        )
-    if not y0.is_floating_point():
-        raise TypeError(f"y0 must be floating point (float32 or float64); got {y0.dtype}")
-    if y0.dtype in (torch.float16, torch.bfloat16):
-        raise TypeError(
-            f"y0 is {y0.dtype}: half precision is not supported (the solvers need LAPACK, which "
-            "has no half-precision routines); use float32: y0.float() and p.float() for params"
-        )
-    if y0.shape[1] == 0:
-        raise ValueError(f"y0 has n = 0 unknowns per problem (shape {tuple(y0.shape)}); "
-                         "there is nothing to minimise")
-    if isinstance(params, Tensor):
-        params = (params,)
-    if not isinstance(params, (tuple, list)):
-        raise TypeError(f"params must be a tuple of tensors; got {type(params).__name__}")
-    params = tuple(params)
-    for i, p in enumerate(params):
-        if not isinstance(p, Tensor):
-            raise TypeError(
-                f"params[{i}] is a {type(p).__name__}, not a torch.Tensor; wrap constants with "
-                "torch.tensor(...) or close over them in the energy"
-            )
-        if p.device != y0.device:
-            raise ValueError(f"params[{i}] is on {p.device} but y0 is on {y0.device}")
-        if p.is_floating_point() and p.dtype != y0.dtype:
-            raise TypeError(
-                f"params[{i}] has dtype {p.dtype} but y0 has {y0.dtype}; use one floating dtype"
-            )
-        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
-            raise ValueError(f"params[{i}] contains NaN or Inf")
-    if not bool(torch.isfinite(y0).all()):
-        raise ValueError("y0 contains NaN or Inf")
-    return y0, params
 
 
 def _final_step(
@@ -224,32 +127,6 @@ def _final_step(
     return y_out, ok, stats.fallbacks, e_out, g_out, h_out, h
 
 
-def _forward_warnings(info: ArgminInfo, b: int) -> None:
-    """The forward pass's warnings, attributed to the caller's line."""
-    if info.perturbed_starts:
-        _warn(f"argmin: the energy's derivatives were not finite at the start of "
-              f"{info.perturbed_starts} of {b} problems (a non-differentiable point such as "
-              "sqrt(||y - x||²) at y = x); the solver started from a slightly moved point "
-              "(counted in info.perturbed_starts)", NonSmoothWarning)
-    lost = int((~torch.isfinite(info.grad_norm)).sum())
-    if lost:
-        _warn(f"argmin: {lost} of {b} problems end at a point where the energy is finite but its "
-              "gradient is NaN/Inf (a non-differentiable point such as sqrt(||y - x||²) at "
-              "y = x); a backward pass through them raises NonFiniteDerivativeError",
-              NonSmoothWarning)
-    if info.num_not_converged > lost:
-        worst = float(info.grad_norm.nan_to_num(0.0, 0.0, 0.0).max())
-        at_saddle = f", {info.num_saddle} at a saddle" if info.num_saddle else ""
-        _warn(f"argmin: {info.num_not_converged - lost} of {b} problems did not converge"
-              f"{at_saddle} (max ||∇E|| = {worst:.3g}); gradients there are approximate",
-              NonConvergenceWarning)
-    if info.forward_fallbacks:
-        _warn(f"argmin: the final Newton step met a Hessian that is not positive semi-definite "
-              f"in {info.forward_fallbacks} of {b} problems (a saddle or a non-converged point); "
-              "used the eigenvalue-clamp fallback (counted in info.forward_fallbacks)",
-              FallbackWarning)
-
-
 @autodiff_entry
 def argmin(
     energy: EnergyFn,
@@ -312,7 +189,7 @@ def argmin(
     Returns:
         ``y*`` ``(B, n)`` (and the info when ``return_info``).
     """
-    y0, params = _check_inputs(y0, params)
+    y0, params = check_inputs(y0, params)
     damping = check_damping(damping)
     if regulariser not in REGULARISERS:
         raise ValueError(f"regulariser must be one of {REGULARISERS}; got {regulariser!r}")
@@ -403,7 +280,7 @@ def argmin(
         solver=choose_solver(n, solver) if isinstance(solver, str) else type(solver).__name__,
     )
     if warn:
-        _forward_warnings(info, b)
+        forward_warnings(info, b)
     spec = AdjointSpec(energy, float(damping), regulariser, backend, adjoint, cg_tol, cg_max_iter,
                        record=info.backward, factor=factor if adjoint == "implicit" else None,
                        hessian=h_point, warn=warn)

@@ -1,7 +1,7 @@
-"""Argument checks of ``argmin`` that go beyond shapes: each error names the argument.
+"""Argument checks of ``argmin``: each error names the argument.
 
-(``argmin._check_inputs`` checks ``y0`` and ``params``; these check the options and what the
-energy does at the start.)
+``check_inputs`` checks ``y0`` and ``params`` (types, shapes, dtypes, devices, finiteness); the
+others check the options and what the energy does at the start.
 """
 
 from __future__ import annotations
@@ -16,6 +16,50 @@ from torch import Tensor
 
 from .derivatives import energy_value
 from .energy import EnergyFn, closed_gradient
+
+
+def check_inputs(y0: Any, params: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``y0`` ``(B, n)`` (float32/float64, ``n ≥ 1``, finite) and ``params`` as a tuple of tensors
+    on ``y0``'s device, floating ones of ``y0``'s dtype and finite (a lone tensor is wrapped)."""
+    if not isinstance(y0, Tensor):
+        raise TypeError(f"y0 must be a torch.Tensor of shape (B, n); got {type(y0).__name__}")
+    if y0.dim() != 2:
+        raise ValueError(
+            f"y0 must have shape (B, n) (a batch of independent problems); got {tuple(y0.shape)}."
+            " For a single problem use y0[None]."
+        )
+    if not y0.is_floating_point():
+        raise TypeError(f"y0 must be floating point (float32 or float64); got {y0.dtype}")
+    if y0.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"y0 is {y0.dtype}: half precision is not supported (the solvers need LAPACK, which "
+            "has no half-precision routines); use float32: y0.float() and p.float() for params"
+        )
+    if y0.shape[1] == 0:
+        raise ValueError(f"y0 has n = 0 unknowns per problem (shape {tuple(y0.shape)}); "
+                         "there is nothing to minimise")
+    if isinstance(params, Tensor):
+        params = (params,)
+    if not isinstance(params, (tuple, list)):
+        raise TypeError(f"params must be a tuple of tensors; got {type(params).__name__}")
+    params = tuple(params)
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(
+                f"params[{i}] is a {type(p).__name__}, not a torch.Tensor; wrap constants with "
+                "torch.tensor(...) or close over them in the energy"
+            )
+        if p.device != y0.device:
+            raise ValueError(f"params[{i}] is on {p.device} but y0 is on {y0.device}")
+        if p.is_floating_point() and p.dtype != y0.dtype:
+            raise TypeError(
+                f"params[{i}] has dtype {p.dtype} but y0 has {y0.dtype}; use one floating dtype"
+            )
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise ValueError(f"params[{i}] contains NaN or Inf")
+    if not bool(torch.isfinite(y0).all()):
+        raise ValueError("y0 contains NaN or Inf")
+    return y0, params
 
 
 def check_damping(damping: Any) -> float:

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .adjoint import AdjointSpec, _regularised_solve, _report
+from .adjoint import _regularised_solve
+from .adjoint_spec import AdjointSpec, report_solve
 from .derivatives import gradient, gradient_graph
 from .linsolve import SolveStats, cap_to_bound
 
@@ -87,7 +88,7 @@ def vjp_graph(
         targets = [w for w, n in zip(ws, needs, strict=True) if n]
         grads = tuple(None if gw is None else -gw for gw in torch.autograd.grad(
             f, targets, grad_outputs=u, create_graph=True, allow_unused=True))
-    _report(spec, stats[-1], b, "double backward", capped)
+    report_solve(spec, stats[-1], b, "double backward", capped)
     it = iter(grads)
     out: list[Tensor | None] = []
     for w, n in zip(ws, needs, strict=True):

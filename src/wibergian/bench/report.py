@@ -241,8 +241,9 @@ disagrees with ours stops the run with `GradientMismatch` before anything is tim
 
 ## How these figures are made
 
-- Workloads (`src/wibergian/bench/workloads.py`): W1 and W2 data are **generated** (seed 0);
-  W3 uses the real photograph `skimage.data.camera()` with **generated** noise (σ = 0.1).
+- Workloads (`src/wibergian/bench/workloads.py`, defined in `w1.py`, `w2.py`, `w3.py`): W1 and
+  W2 data are **generated** (seed 0); W3 uses the real photograph `skimage.data.camera()` with
+  **generated** noise (σ = 0.1).
   float64 throughout.
 - Every method of a workload starts from the same data and the same initial parameters and
   computes the gradient of the same loss. Before any timing, each method's gradient is compared

@@ -1,6 +1,6 @@
 """W1's value, gradient and Hessian as one fused loop, for the forward solves that keep no graph.
 
-The eager version (``workloads._w1_vgh``) makes ~15 passes over ``(B, K)`` per evaluation, 11-14
+The eager version (``w1._w1_vgh``) makes ~15 passes over ``(B, K)`` per evaluation, 11-14
 ms at B = 20,000, and is called 21 times per W1 forward. Compiled as it stands, with the wells
 ``K`` as the last (reduced) dimension, Inductor's six reductions did not vectorise (12.5 ms).
 With the data transposed to ``(K, B)`` the reductions run across ``K`` rows while the loop
@@ -29,7 +29,7 @@ COLS = 4096
 def _vgh_columns(y0: Tensor, y1: Tensor, a_t: Tensor, c_t: Tensor, m: Tensor, i0: Tensor,
                  i1: Tensor) -> tuple[Tensor, ...]:
     """One block: ``y0, y1`` ``(COLS,)``, ``a_t, c_t`` ``(K, COLS)``, ``m, i0, i1`` ``(K, 1)``.
-    Returns ``E, g0, g1, h00, h11, h01``, each ``(COLS,)`` (see ``workloads._w1_vgh``)."""
+    Returns ``E, g0, g1, h00, h11, h01``, each ``(COLS,)`` (see ``w1._w1_vgh``)."""
     d0, d1 = y0 - a_t, y1 - c_t
     t0, t1 = d0 * i0, d1 * i1
     w = m * torch.exp(-(d0 * t0 + d1 * t1))

@@ -15,6 +15,9 @@ One update s (counted from 1):
    checkpoint every ``checkpoint_every`` (parameters checked finite first), both also at the end;
 8. after a SIGTERM/SIGINT (`signals.GracefulStop`, flag averaged over ranks with the loss):
    checkpoint this update and return with ``stop_reason="interrupted"``.
+
+What a checkpoint holds and how a run resumes: ``resume.py``; the checks of ``loss_fn``'s output
+and of the gradient (steps 3-5): ``checks.py``.
 """
 
 from __future__ import annotations
@@ -22,31 +25,28 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
-import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt
 from . import distributed as D
 from . import faults
 from .averaging import averaged_weights, load_average, make_asgd
-from .config import TrainConfig, describe_differences, trajectory_differences
+from .checks import as_float, check_loss_output, global_grad_norm
+from .config import TrainConfig
 from .finite import NonFiniteError, describe, first_nonfinite
 from .orphan import launched_by_torchrun, watch_parent
 from .progress import Progress
+from .resume import load_latest, restore, run_environment, snapshot, write_checkpoint
 from .rundir import RunDir, dumps
 from .sampling import BatchSource, move_to
 from .schedule import lr_factor
-from .seeding import capture_rng, data_generator, restore_rng, seed_everything
+from .seeding import data_generator, seed_everything
 from .signals import GracefulStop
 
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
@@ -86,41 +86,6 @@ class _LossModule(nn.Module):
 
     def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         return self.loss_fn(self.model, batch)
-
-
-class _Window:
-    """Sums over the current log window (checkpointed, so resumed logs match exactly)."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.sums: dict[str, float] = {}
-
-    def add(self, values: dict[str, float]) -> None:
-        self.n += 1
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-
-    def flush(self) -> dict[str, float]:
-        out = {k: v / self.n for k, v in self.sums.items()}
-        self.n, self.sums = 0, {}
-        return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "sums": dict(self.sums)}
-
-    def load_state_dict(self, s: dict[str, Any]) -> None:
-        self.n, self.sums = int(s["n"]), dict(s["sums"])
-
-
-def _as_float(v: Any, what: str) -> float:
-    if isinstance(v, torch.Tensor):
-        if v.numel() != 1:
-            raise ValueError(f"{what} must be a number or a one-element tensor, got shape "
-                             f"{tuple(v.shape)}")
-        return float(v.detach().item())
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
-    raise TypeError(f"{what} must be a number, got {type(v).__name__}")
 
 
 def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -227,51 +192,13 @@ class Trainer:
         D.on_main(lambda: run.prepare(self.resume, pids), info)
         state = None
         if self.resume and self.run_dir is not None:
-            state = D.on_main(lambda: self._load_latest(run), info)
+            state = D.on_main(lambda: load_latest(run), info)
 
-        start, history, window = 0, [], _Window()
-        elapsed0, last_loss, last_metrics = 0.0, None, {}
-        last_path = None
-        if state is not None:
-            bad = trajectory_differences(state["config"], cfg_dict)
-            if bad:
-                raise ValueError(
-                    f"cannot resume {self.run_dir}: these settings differ from the run's "
-                    f"(checkpoint -> now): {describe_differences(bad)}; resume with the "
-                    "run's settings (see its config.json), or start a new run in another "
-                    "folder")
-            try:
-                model.load_state_dict(state["model"])
-                opt.load_state_dict(state["optimizer"])
-            except (RuntimeError, ValueError, KeyError) as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-                raise ValueError(
-                    f"cannot resume {self.run_dir}: the checkpoint's model or optimiser does "
-                    f"not match this one ({first}); were the model's settings changed?"
-                ) from None
-            source.load_state_dict(state["data"])
-            rngs = state["rng"]
-            if len(rngs) == info.world_size:
-                restore_rng(rngs[info.rank])
-            else:
-                warnings.warn(
-                    f"checkpoint holds RNG states of {len(rngs)} processes, this run has "
-                    f"{info.world_size}: global RNGs re-seeded (data order is still exact)",
-                    RuntimeWarning, stacklevel=2,
-                )
-            start = int(state["step"])
-            history = list(state["history"])
-            window.load_state_dict(state["window"])
-            elapsed0 = float(state["elapsed"])
-            last_loss = state["last_loss"]
-            last_metrics = dict(state["last_metrics"])
-            last_path = ckpt.checkpoint_path(run.checkpoints, start)
-            run.rewrite_metrics(history)
-        elif run.enabled:
-            run.rewrite_metrics([])
+        start, history, window, elapsed0, last_loss, last_metrics, last_path = restore(
+            state, cfg_dict, model, opt, source, info, run, self.run_dir)
 
         run.write_json("config.json", cfg_dict)
-        run.write_json("env.json", self._env(info, device, start))
+        run.write_json("env.json", run_environment(info, device, start))
         run.start_tensorboard(purge_step=start + 1 if start else None)
 
         mode = "off" if (cfg.quiet or not info.is_main) else "auto"
@@ -303,10 +230,10 @@ class Trainer:
                 for g, base in zip(opt.param_groups, base_lrs, strict=True):
                     g["lr"] = base * factor
                 out = module(batch)
-                loss, metrics = self._check_output(out)
+                loss, metrics = check_loss_output(out)
                 names = sorted(metrics)
                 local = torch.tensor(
-                    [_as_float(loss, "loss")] + [_as_float(metrics[k], f"metric {k!r}")
+                    [as_float(loss, "loss")] + [as_float(metrics[k], f"metric {k!r}")
                                                  for k in names] + [float(stopper.requested)],
                     dtype=torch.float64, device=device,
                 )
@@ -317,7 +244,7 @@ class Trainer:
                                          last_path)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = self._grad_norm(named, step, last_path)
+                grad_norm = global_grad_norm(named, step, last_path)
                 if cfg.grad_clip is not None:
                     nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
                 opt.step()
@@ -354,26 +281,9 @@ class Trainer:
                     if bad is not None:
                         raise NonFiniteError(step, f"parameter {bad[0]!r}", describe(bad[1]),
                                              last_path)
-                    snapshot = {
-                        "format": ckpt.FORMAT_VERSION,
-                        "step": step,
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "data": source.state_dict(),
-                        "rng": D.all_gather_object(capture_rng(), info),
-                        "config": cfg_dict,
-                        "history": history,
-                        "window": window.state_dict(),
-                        "elapsed": time.perf_counter() - t0,
-                        "last_loss": last_loss,
-                        "last_metrics": last_metrics,
-                        "world_size": info.world_size,
-                    }
-                    if run.enabled:
-                        last_path = ckpt.save_checkpoint(run.checkpoints, snapshot)
-                        ckpt.prune(run.checkpoints, cfg.keep_checkpoints)
-                    elif run.checkpoints is not None:
-                        last_path = ckpt.checkpoint_path(run.checkpoints, step)
+                    saved = snapshot(step, model, opt, source, cfg_dict, history, window, t0,
+                                     last_loss, last_metrics, info)
+                    last_path = write_checkpoint(run, saved, cfg.keep_checkpoints) or last_path
                 if stop_now and step < cfg.steps:
                     progress.message(f"stop signal: checkpointed step {step} and stopped; "
                                      "resume to continue")
@@ -415,33 +325,6 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ pieces
-    @staticmethod
-    def _check_output(out: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
-            raise TypeError("loss_fn must return (loss tensor, metrics dict)")
-        loss, metrics = out
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise TypeError("loss_fn's loss must be a one-element tensor (mean over the batch)")
-        if not loss.requires_grad:
-            raise ValueError("loss_fn's loss does not depend on any trainable parameter")
-        return loss, metrics
-
-    @staticmethod
-    def _grad_norm(named: list[tuple[str, nn.Parameter]], step: int,
-                   last_path: Path | None) -> float:
-        grads = [p.grad for _, p in named if p.grad is not None]
-        if not grads:
-            raise ValueError("no parameter received a gradient from the loss")
-        norm = float(torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(g.detach().double()) for g in grads])))
-        if math.isfinite(norm):
-            return norm
-        bad = first_nonfinite((n, p.grad) for n, p in named)
-        if bad is None:
-            raise NonFiniteError(step, "gradient norm", f"overflow: {norm}", last_path)
-        raise NonFiniteError(step, f"gradient of parameter {bad[0]!r}", describe(bad[1]),
-                             last_path)
-
     def _evaluate(self, model: nn.Module, info: D.DistInfo) -> dict[str, float]:
         assert self.eval_fn is not None
         eval_fn = self.eval_fn
@@ -455,26 +338,6 @@ class Trainer:
                 model.train()
             if not isinstance(out, dict):
                 raise TypeError(f"eval_fn must return a dict, got {type(out).__name__}")
-            return {str(k): _as_float(v, f"eval_fn value {k!r}") for k, v in out.items()}
+            return {str(k): as_float(v, f"eval_fn value {k!r}") for k, v in out.items()}
 
         return D.on_main(run, info)
-
-    def _load_latest(self, run: RunDir) -> dict[str, Any] | None:
-        assert run.checkpoints is not None
-        for p in ckpt.remove_stale_tmp(run.checkpoints):
-            warnings.warn(f"removed unfinished checkpoint file {p}", RuntimeWarning, stacklevel=2)
-        found = ckpt.load_latest(run.checkpoints)
-        return None if found is None else found[0]
-
-    def _env(self, info: D.DistInfo, device: torch.device, start: int) -> dict[str, Any]:
-        return {
-            "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-            "resumed_from_step": start,
-            "world_size": info.world_size,
-            "backend": info.backend,
-            "device": str(device),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "host": platform.node(),
-            "argv": sys.argv,
-        }
