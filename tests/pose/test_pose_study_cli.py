@@ -91,3 +91,23 @@ def test_evaluate_checks_the_runs_training_skeleton(tmp_path, tiny_file, capsys)
     rc = main(["pose", "evaluate", "--run", str(run), "--poses", str(bad), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "other.npy" in err and "Hip->Spine" in err, err
+
+
+def test_train_with_a_wide_model_saves_and_reloads_it(tmp_path, tiny_file):
+    """`pose train --wide-basis 6` trains K + 1 models (bases padded to 6) and `pose evaluate
+    --run` reloads exactly that model: same held-out P1 as train reported."""
+    run = tmp_path / "wide"
+    main(["pose", "train", "--poses", str(tiny_file), "--models", "2", "--basis", "4",
+          "--wide-basis", "6", "--rotation-grid", "8", "--steps", "1", "--batch-size", "4",
+          "--train-fraction", "0.7", "--gap", "4", "--out", str(run), "--quiet"])
+    meta = json.loads((run / "pose_model.json").read_text())
+    assert (meta["num_models"], meta["num_basis"]) == (3, 6)
+    trained = json.loads((run / "metrics.json").read_text())["trained"]["P1"]
+    main(["pose", "evaluate", "--run", str(run), "--poses", str(tiny_file), "--train-fraction",
+          "0.7", "--gap", "4", "--quiet"])
+    evals = list(run.glob("eval_*.json"))
+    assert len(evals) == 1
+    assert json.loads(evals[0].read_text())["P1"] == pytest.approx(trained, rel=1e-9)
+    with pytest.raises(SystemExit, match="pose-prior"):
+        main(["pose", "train", "--poses", str(tiny_file), "--wide-basis", "6", "--pose-prior",
+              "train", "--out", str(tmp_path / "no"), "--quiet"])

@@ -95,3 +95,16 @@ def validation_split(train: PoseData, fraction: float, gap: int = 0) -> tuple[Po
         raise ValueError(f"cannot take a validation fraction {fraction} with gap {gap} from "
                          f"{n} training frames")
     return train.subset(torch.arange(n_fit)), train.subset(torch.arange(n - n_val, n))
+
+
+def validation_data(data: PoseData, fraction: float = 0.2, gap: int = 12) -> PoseData:
+    """``data``'s training frames re-split as in :func:`validation_split`: the fit frames become
+    the training frames and the validation frames the test frames. Running a study on this
+    chooses settings on training frames only (``wibergian pose study --validate``)."""
+    tr = data.train()
+    fit, val = validation_split(tr, fraction, gap)
+    n = tr.num_frames
+    return replace(tr, train_idx=torch.arange(fit.num_frames),
+                   test_idx=torch.arange(n - val.num_frames, n),
+                   source=f"{data.source} (validation split: last {fraction:g} of the "
+                          f"training frames after a {gap}-frame gap)")

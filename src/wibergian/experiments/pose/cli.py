@@ -29,7 +29,14 @@ from .evaluate import evaluate_model, format_metrics, summary
 from .model import LEARN_GROUPS, ModelConfig
 from .plots import plot_joint_weights, plot_reconstructions, plot_sorted_errors
 from .suite import SuiteSettings, count_parameters, markdown_table, run_suite
-from .train import build_model, load_model, source_poses, train_model
+from .train import (
+    PRIOR_SOURCES,
+    build_hybrid_model,
+    build_model,
+    load_model,
+    source_poses,
+    train_model,
+)
 
 GENERATED_NOTE = ("GENERATED 2D detections (simulated stacked-hourglass-like detector) of "
                   "REAL 3D motion (CMU mocap clip) seen by the 4 real Human3.6M cameras")
@@ -54,7 +61,7 @@ def _load_data(args: argparse.Namespace, train_fraction: float | None,
     return datasets.load_default(step=5 * args.subsample, detector=det,
                                  train_fraction=train_fraction,
                                  gap_seconds=args.gap / (24.0 / args.subsample),
-                                 held_out=args.held_out)
+                                 held_out=args.held_out, body=args.body)
 
 
 #: `pose train` flags that shape the training trajectory: stored in config.json, compared
@@ -66,19 +73,29 @@ TRAJECTORY_KEYS = ("mode", "models", "basis", "loss", "learn", "pose_prior", "gr
 
 def _trajectory_settings(args: argparse.Namespace) -> dict[str, Any]:
     data = getattr(args, "h36m", None) or getattr(args, "poses", None)
+    wide = getattr(args, "wide_basis", 0) or 0  # recorded only when used (older runs resume)
     return {**{k: getattr(args, k, None) for k in TRAJECTORY_KEYS},
-            "data": str(data) if data else "built-in CMU clip"}
+            **({"wide_basis": wide} if wide > 0 else {}),
+            "data": str(data) if data else "built-in CMU clip" + (
+                ", other body" if getattr(args, "body", "cmu") == "other" else "")}
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     run_dir, resume = run_dir_from_args(args, Path("runs/pose"))  # flags checked before data
-    tcfg = config_from_args(args, TrainConfig(steps=200, batch_size=32, lr=1e-2),
+    tcfg = config_from_args(args, TrainConfig(steps=90, batch_size=16, lr=1e-2),
                             extra=_trajectory_settings(args))
     data = _load_data(args, train_fraction=args.train_fraction)
     cfg = ModelConfig(mode=args.mode, loss=args.loss, grid=args.grid, damping=args.damping)
-    model = build_model(data, cfg, args.models, args.basis, source=args.pose_prior,
-                        seed=args.seed)
+    if args.wide_basis > 0:  # K models on --pose-prior half + one wide model (study: *_hybrid)
+        if args.pose_prior != "half":
+            raise SystemExit("--wide-basis builds its K models on the first half of the "
+                             "training frames; leave --pose-prior at half")
+        model = build_hybrid_model(data, cfg, args.models, args.basis, args.wide_basis,
+                                   seed=args.seed)
+    else:
+        model = build_model(data, cfg, args.models, args.basis, source=args.pose_prior,
+                            seed=args.seed)
     print(f"[pose] {data.source}: {len(data.train_idx)} train / {len(data.test_idx)} test "
           f"frames; {'generated' if data.generated else 'real'} 2D detections")
     before = evaluate_model(model, data.test(), progress="pose: untrained model",
@@ -170,6 +187,10 @@ def data_args(q: argparse.ArgumentParser, train_fraction: float | None) -> None:
                         "the last training frames")
     g.add_argument("--held-out", choices=("end", "start"), default="end",
                    help="built-in clip: hold out its end (default split) or its start")
+    g.add_argument("--body", choices=("cmu", "other"), default="cmu",
+                   help="built-in clip: the recorded CMU subject, or 'other': the clip's real "
+                        "joint angles through a generated body with other bone proportions, "
+                        "mirrored (a second motion source; docs/pose.md)")
     g.add_argument("--detector-seed", type=int, default=0,
                    help="seed of the simulated 2D detector")
     g.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -177,8 +198,10 @@ def data_args(q: argparse.ArgumentParser, train_fraction: float | None) -> None:
 
 def model_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--mode", choices=("mono", "multi"), default="multi")
-    q.add_argument("--models", type=int, default=6, help="number of PPCA models K")
-    q.add_argument("--basis", type=int, default=12, help="basis vectors per model B")
+    # K = 3, B = 8 (and 90 steps of 16 frames for train): chosen on the validation split of
+    # the training frames over K = 6, B = 12 with 200 steps of 32 (docs/pose.md)
+    q.add_argument("--models", type=int, default=3, help="number of PPCA models K")
+    q.add_argument("--basis", type=int, default=8, help="basis vectors per model B")
     q.add_argument("--loss", choices=("l2", "huber"), default="huber",
                    help="data term of the fitting energy")
     q.add_argument("--rotation-grid", "--grid", dest="grid", type=int, default=24,
@@ -198,9 +221,12 @@ def register(subparsers: Any) -> None:
     t.add_argument("--learn", choices=sorted(LEARN_GROUPS), default="all",
                    help="parameters learnt: all; basis = μ, e, σ, camera weights; no_basis = "
                         "all but μ, e; scalars = ρ, δ, T, camera weights, fusion biases")
-    t.add_argument("--pose-prior", choices=("half", "train"), default="half",
+    t.add_argument("--pose-prior", choices=PRIOR_SOURCES, default="half",
                    help="poses the initial PPCA is fit on: first half of the training frames "
-                        "or all of them")
+                        "or all of them; *_mirror: and their mirror images")
+    t.add_argument("--wide-basis", type=int, default=0,
+                   help="add one wide PPCA model of this many components, fit on all training "
+                        "poses, to the K models (the study's *_hybrid variants; 0: none)")
     t.add_argument("--damping", type=float, default=0.1, help="λ of the implicit gradient")
     t.add_argument("--anchor", type=float, default=0.0,
                    help="weight of Σ||p - p0||² pulling parameters toward the untrained ones")
@@ -209,7 +235,7 @@ def register(subparsers: Any) -> None:
     t.add_argument("--augment", type=int, default=0,
                    help="augmented copies of the training poses (rotated, scaled, mirrored)")
     data_args(t, 0.7)
-    add_train_args(t, TrainConfig(steps=200, batch_size=32, lr=1e-2))
+    add_train_args(t, TrainConfig(steps=90, batch_size=16, lr=1e-2))
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="P1/P2/P3 (mean, median, p90, outliers) of a trained "

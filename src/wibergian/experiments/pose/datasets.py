@@ -176,14 +176,24 @@ def load_default(
     step: int = 5, detector: DetectorConfig | None = None, subject: str = "S1",
     train_fraction: float = 0.7, gap_seconds: float = 1.0, distortion: bool = False,
     clip_dir: str | Path = DEFAULT_CLIP_DIR, cameras_json: str | Path = DEFAULT_CAMERAS_JSON,
-    held_out: str = "end",
+    held_out: str = "end", body: str = "cmu",
 ) -> PoseData:
     """The built-in data: CMU clip ``playground`` (120 fps, every ``step``-th frame; default
     24 fps, 551 frames), 4 real cameras (extrinsics of ``subject``), simulated detections.
     Split by time: first 70% train, a gap of ``gap_seconds``, the rest test
-    (``held_out="start"``: the last 70 % train and the first frames are held out)."""
+    (``held_out="start"``: the last 70 % train and the first frames are held out).
+    ``body="other"``: the clip's real joint angles through a generated body with other bone
+    proportions, mirrored (:func:`.retarget.load_other_body`)."""
     clip_dir = Path(clip_dir)
-    clip = load_asf_amc(clip_dir / "playground.asf", clip_dir / "playground.amc", step=step)
+    asf, amc = clip_dir / "playground.asf", clip_dir / "playground.amc"
+    if body == "cmu":
+        clip = load_asf_amc(asf, amc, step=step)
+    elif body == "other":
+        from .retarget import load_other_body
+
+        clip = load_other_body(asf, amc, step=step)
+    else:
+        raise ValueError(f"body must be 'cmu' or 'other', got {body!r}")
     return poses_through_cameras(
         torch.from_numpy(clip.poses), source=f"{clip.source}, simulated 2D detections",
         fps=clip.fps, actions=["playground"] * clip.num_frames, subject=subject,

@@ -32,10 +32,18 @@ from .datasets import PoseData
 from .evaluate import evaluate_model, summary
 from .grid_search import grid_search
 from .model import ModelConfig
-from .train import build_model, train_model
+from .train import build_hybrid_model, build_model, train_model
 
-#: variant -> (loss, how): how = "untrained", "refit", "grid", or a training recipe
-#: {"learn": preset, "augment": copies, "anchor": weight, "early": bool}.
+#: variant -> (loss, how): how = "untrained", "refit", "grid", or a recipe dict
+#: {"learn": preset (None: untrained), "augment": copies, "anchor": weight, "early": bool,
+#:  "models": K, "basis": B, "prior": PPCA source (train.PRIOR_SOURCES)}; K, B and the prior
+#: default to the study's (``--models``, ``--basis``, PPCA on the first half of the training
+#: frames). The ``*_wide`` variants use one PPCA model (K = 1) of B = 16 components fit on
+#: all training poses: chosen on the validation split of the training frames
+#: (``pose study --validate``; docs/pose.md), where it halves the error with exact 2D input.
+#: the wide pose prior: one PPCA model, 16 components, fit on all training poses.
+WIDE: dict[str, object] = {"models": 1, "basis": 16, "prior": "train"}
+
 VARIANTS: dict[str, tuple[str, object]] = {
     "untrained_l2": ("l2", "untrained"),
     "untrained_huber": ("huber", "untrained"),
@@ -49,6 +57,13 @@ VARIANTS: dict[str, tuple[str, object]] = {
     "huber_early": ("huber", {"learn": "all", "early": True}),
     "huber_augment": ("huber", {"learn": "all", "augment": 2}),
     "huber_no_basis_augment": ("huber", {"learn": "no_basis", "augment": 2}),
+    "untrained_huber_wide": ("huber", {"learn": None, **WIDE}),
+    "trained_huber_wide": ("huber", {"learn": "all", **WIDE}),
+    "huber_wide_early": ("huber", {"learn": "all", "early": True, **WIDE}),
+    "huber_wide_no_basis": ("huber", {"learn": "no_basis", **WIDE}),
+    "huber_wide_augment": ("huber", {"learn": "all", "augment": 2, **WIDE}),
+    "untrained_huber_hybrid": ("huber", {"learn": None, "hybrid": 16}),
+    "trained_huber_hybrid": ("huber", {"learn": "all", "hybrid": 16}),
 }
 
 LABELS = {
@@ -64,6 +79,13 @@ LABELS = {
     "huber_early": "trained Huber, all, early stopping on validation",
     "huber_augment": "trained Huber, all, augmented ×3",
     "huber_no_basis_augment": "trained Huber, all but μ, e, augmented ×3",
+    "untrained_huber_wide": "untrained Huber, wide prior (K 1, B 16, all training poses)",
+    "trained_huber_wide": "trained Huber, wide prior, all parameters",
+    "huber_wide_early": "trained Huber, wide prior, all, early stopping on validation",
+    "huber_wide_no_basis": "trained Huber, wide prior, all but μ, e",
+    "huber_wide_augment": "trained Huber, wide prior, all, augmented ×3",
+    "untrained_huber_hybrid": "untrained Huber, K models + 1 wide model",
+    "trained_huber_hybrid": "trained Huber, K models + 1 wide model, all parameters",
 }
 
 BASELINE = "untrained_huber"
@@ -81,6 +103,8 @@ class StudySettings:
                                       "huber_augment", "huber_no_basis_augment")
     num_models: int = 3
     num_basis: int = 8
+    prior: str = "half"
+    damping: float = 0.1
     steps: int = 60
     batch_size: int = 16
     lr: float = 1e-2
@@ -109,10 +133,21 @@ def run_variant(name: str, data: PoseData, mode: str, s: StudySettings, seed: in
     """Build (and train or search) one variant on ``data``'s training frames; evaluate on
     its test frames. Returns the summary row."""
     loss, how = VARIANTS[name]
-    cfg = ModelConfig(mode=mode, loss=loss, grid=s.rotation_grid)
-    source = "train" if how == "refit" else "half"
-    model = build_model(data, cfg, s.num_models, s.num_basis, source=source, seed=seed)
-    row: dict = {"loss": loss}
+    cfg = ModelConfig(mode=mode, loss=loss, grid=s.rotation_grid, damping=s.damping)
+    source = "train" if how == "refit" else s.prior
+    k, b = s.num_models, s.num_basis
+    hybrid = int(how.get("hybrid", 0)) if isinstance(how, dict) else 0
+    if isinstance(how, dict):
+        k, b = int(how.get("models", k)), int(how.get("basis", b))
+        source = str(how.get("prior", source))
+        if how.get("learn") is None:
+            how = "untrained"
+    if hybrid:
+        model = build_hybrid_model(data, cfg, k, b, hybrid, seed=seed)
+        k, b, source = k + 1, max(b, hybrid), f"half + wide (train, B {hybrid})"
+    else:
+        model = build_model(data, cfg, k, b, source=source, seed=seed)
+    row: dict = {"loss": loss, "models": k, "basis": b, "prior": source}
     train = data.train()
     if isinstance(how, dict):
         validation = None

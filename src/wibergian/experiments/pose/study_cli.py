@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .augment import validation_data
 from .study import VARIANTS, StudySettings, markdown, run_study
+from .train import PRIOR_SOURCES
 
 
 def cmd_study(args: argparse.Namespace) -> None:
@@ -31,13 +33,17 @@ def cmd_study(args: argparse.Namespace) -> None:
         if args.mono_variants is None else tuple(args.mono_variants),
         num_models=args.models or base.num_models, num_basis=args.basis or base.num_basis,
         steps=args.steps or base.steps, batch_size=args.batch_size or base.batch_size,
-        rotation_grid=args.rotation_grid or base.rotation_grid, grid_frames=base.grid_frames)
+        rotation_grid=args.rotation_grid or base.rotation_grid, grid_frames=base.grid_frames,
+        prior=args.pose_prior, damping=args.damping, lr=args.lr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     def make_data(seed: int):  # the detector seed follows the study seed
-        return _load_data(args, train_fraction=args.train_fraction,
+        data = _load_data(args, train_fraction=args.train_fraction,
                           detector_seed=args.detector_seed + seed)
+        if args.validate:  # choose settings here, on training frames only
+            data = validation_data(data, s.validation_fraction, s.validation_gap)
+        return data
 
     results = run_study(make_data, s, quiet=args.quiet, out=out / "study.json")
     table = markdown(results)
@@ -70,10 +76,22 @@ def register_study(sub: Any, data_args: Callable, formatter: type) -> None:
                    help="variants run in monocular mode (default: the study's mono set)")
     q.add_argument("--models", type=int, default=None, help="K (default 3)")
     q.add_argument("--basis", type=int, default=None, help="B (default 8)")
+    q.add_argument("--pose-prior", choices=PRIOR_SOURCES, default="half",
+                   help="poses the PPCA prior of the untrained and trained variants is fit on "
+                        "(half: first half of the training frames; train: all; *_mirror: and "
+                        "their mirror images); refit_ppca always uses train, *_wide variants "
+                        "their own")
     q.add_argument("--steps", type=int, default=None, help="training steps (default 60)")
+    q.add_argument("--lr", type=float, default=1e-2, help="base learning rate (Adam)")
+    q.add_argument("--damping", type=float, default=0.1,
+                   help="λ of the implicit gradient through the lifting's minimum")
     q.add_argument("--batch-size", type=int, default=None, help="frames per step (default 16)")
     q.add_argument("--rotation-grid", type=int, default=None,
                    help="angles of the lifting's rotation search (default 16)")
+    q.add_argument("--validate", action="store_true",
+                   help="run on the validation split of the TRAINING frames (fit on the first "
+                        "80 %%, evaluate on the last 20 %% after a 12-frame gap; the held-out "
+                        "frames are dropped): for choosing settings")
     q.add_argument("--tiny", action="store_true",
                    help="tiny settings for a smoke run (2 seeds, 3 steps, 4-camera only)")
     q.add_argument("--out", type=Path, default=Path("runs/pose_study"), help="output folder")

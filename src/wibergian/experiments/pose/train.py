@@ -23,6 +23,7 @@ from torch import Tensor
 
 from wibergian.train import TrainConfig, Trainer
 
+from . import skeleton as sk
 from .datasets import PoseData
 from .lifting import root_centre
 from .model import CAMERA_KEYS, ModelConfig, PoseModel, camera_tensors
@@ -67,15 +68,27 @@ def pose_loss(model: PoseModel, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict
     return err, {"P1_mm": float(err.detach()) * 1000.0}
 
 
+#: the pose sets a PPCA prior can be fit on (:func:`source_poses`).
+PRIOR_SOURCES = ("half", "train", "half_mirror", "train_mirror")
+
+
+def mirrored(poses: Tensor) -> Tensor:
+    """Mirror images of (T, 17, 3) poses: x -> -x about each frame's root, left/right labels
+    swapped (a correctly handed person doing the mirror-image motion)."""
+    root = poses[:, :1]
+    q = (poses - root) * torch.tensor([-1.0, 1.0, 1.0], dtype=poses.dtype)
+    return sk.flip_left_right(q) + root
+
+
 def source_poses(data: PoseData, source: str) -> Tensor:
-    """3D poses the PPCA prior is fit on: ``"half"`` (first half of the training frames) or
-    ``"train"`` (all training frames)."""
+    """3D poses the PPCA prior is fit on: ``"half"`` (first half of the training frames),
+    ``"train"`` (all training frames); ``"*_mirror"``: those poses and their mirror images
+    (:func:`mirrored`), twice as many, so the subspace also spans the mirror-image motion."""
+    if source not in PRIOR_SOURCES:
+        raise ValueError(f"source must be one of {PRIOR_SOURCES}, got {source!r}")
     tr = data.poses3d[data.train_idx]
-    if source == "half":
-        return tr[: max(tr.shape[0] // 2, 1)]
-    if source == "train":
-        return tr
-    raise ValueError(f"source must be 'half' or 'train', got {source!r}")
+    base = tr[: max(tr.shape[0] // 2, 1)] if source.startswith("half") else tr
+    return torch.cat([base, mirrored(base)]) if source.endswith("_mirror") else base
 
 
 def build_model(data: PoseData, config: ModelConfig, num_models: int = 6, num_basis: int = 12,
@@ -83,6 +96,35 @@ def build_model(data: PoseData, config: ModelConfig, num_models: int = 6, num_ba
     """PPCA mixture on the source poses of ``data`` -> an untrained :class:`PoseModel`."""
     mix, scale = fit_mixture(source_poses(data, source), num_models, num_basis, seed=seed)
     return PoseModel(mix, scale, data.num_cameras, config)
+
+
+def _padded(mix: PPCAMixture, num_basis: int) -> PPCAMixture:
+    """``mix`` with zero basis vectors appended up to ``num_basis`` (their coefficients do not
+    change the pose; a prior std of 1 mm keeps the normal equations definite)."""
+    k, b, d = mix.basis.shape
+    extra = num_basis - b
+    return PPCAMixture(
+        mean=mix.mean, basis=torch.cat([mix.basis, mix.basis.new_zeros(k, extra, d)], 1),
+        std=torch.cat([mix.std, mix.std.new_ones(k, extra)], 1), noise=mix.noise,
+        weight=mix.weight)
+
+
+def build_hybrid_model(data: PoseData, config: ModelConfig, num_models: int = 3,
+                       num_basis: int = 8, wide_basis: int = 16, seed: int = 0) -> PoseModel:
+    """K PPCA models of B components on the first half of the training frames (as
+    :func:`build_model`) plus one *wide* model of ``wide_basis`` components on all training
+    poses, fused by the same learnt softmin: K + 1 models (bases zero-padded to the larger B).
+    """
+    mix, scale = fit_mixture(source_poses(data, "half"), num_models, num_basis, seed=seed)
+    wide, _ = fit_mixture(source_poses(data, "train"), 1, wide_basis, seed=seed, scale=scale)
+    b = max(num_basis, wide_basis)
+    mix, wide = _padded(mix, b), _padded(wide, b)
+    k = num_models
+    both = PPCAMixture(**{f: torch.cat([getattr(mix, f), getattr(wide, f)])
+                          for f in ("mean", "basis", "std", "noise")},
+                       weight=torch.cat([mix.weight * k / (k + 1),
+                                         mix.weight.new_full((1,), 1 / (k + 1))]))
+    return PoseModel(both, scale, data.num_cameras, config)
 
 
 def empty_model(meta: dict) -> PoseModel:
