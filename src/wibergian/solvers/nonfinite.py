@@ -32,8 +32,10 @@ def rows_finite(*ts: Tensor) -> Tensor:
     ``(1000, 32, 32)`` Hessian, measured)."""
     ok: Tensor | None = None
     for t in ts:
-        if t.dim() == 1 or t.numel() == 0:
-            row = torch.isfinite(t).reshape(t.shape[0], -1).all(-1)
+        if t.dim() == 1:
+            row = torch.isfinite(t)
+        elif t.numel() == 0:
+            row = torch.isfinite(t).flatten(1).all(-1)
         else:
             dims = tuple(range(1, t.dim()))
             row = torch.isfinite(t.amax(dim=dims)) & torch.isfinite(t.amin(dim=dims))
