@@ -18,16 +18,6 @@ from .derivatives import energy_value
 from .energy import EnergyFn, closed_gradient
 
 
-def all_finite(t: Tensor) -> bool:
-    """Every entry of the floating tensor ``t`` is finite: by its smallest and largest entry
-    (``aminmax`` propagates NaN; ``±inf`` is an extreme), one reduction and no boolean copy
-    (7x faster than ``isfinite(t).all()`` on a ``(1000, 64, 32)`` float64 tensor, measured)."""
-    if t.numel() == 0:
-        return True
-    lo, hi = torch.aminmax(t)
-    return bool(torch.isfinite(lo) & torch.isfinite(hi))
-
-
 def check_inputs(y0: Any, params: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
     """``y0`` ``(B, n)`` (float32/float64, ``n ≥ 1``, finite) and ``params`` as a tuple of tensors
     on ``y0``'s device, floating ones of ``y0``'s dtype and finite (a lone tensor is wrapped)."""
@@ -65,9 +55,9 @@ def check_inputs(y0: Any, params: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
             raise TypeError(
                 f"params[{i}] has dtype {p.dtype} but y0 has {y0.dtype}; use one floating dtype"
             )
-        if p.is_floating_point() and not all_finite(p):
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
             raise ValueError(f"params[{i}] contains NaN or Inf")
-    if not all_finite(y0):
+    if not bool(torch.isfinite(y0).all()):
         raise ValueError("y0 contains NaN or Inf")
     return y0, params
 
