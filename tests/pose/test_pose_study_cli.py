@@ -111,3 +111,25 @@ def test_train_with_a_wide_model_saves_and_reloads_it(tmp_path, tiny_file):
     with pytest.raises(SystemExit, match="pose-prior"):
         main(["pose", "train", "--poses", str(tiny_file), "--wide-basis", "6", "--pose-prior",
               "train", "--out", str(tmp_path / "no"), "--quiet"])
+
+
+def test_train_into_a_used_folder_is_refused_before_any_data_loads(tmp_path, monkeypatch,
+                                                                   capsys):
+    """A second `pose train --out DIR` without --resume stops at once (exit 2, the message says
+    how to resume), before the data are read; the folder's files are left as they were."""
+    from wibergian.experiments.pose import cli as pose_cli
+
+    run = tmp_path / "used"
+    run.mkdir()
+    (run / "config.json").write_text('{"steps": 3}')
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data loaded before the run folder was checked")
+
+    monkeypatch.setattr(pose_cli, "_load_data", no_data)
+    rc = main(["pose", "train", "--out", str(run), "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err
+    assert (run / "config.json").read_text() == '{"steps": 3}'
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .rundir import refuse_existing_run
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "asgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
 
@@ -262,4 +264,6 @@ def run_dir_from_args(
     out = args.out if args.out is not None else default
     if resume and out is None:
         raise ValueError("--resume needs a run folder: pass --out DIR or --resume DIR")
+    if out is not None and not resume:  # refuse before any data is loaded
+        refuse_existing_run(Path(out))
     return (Path(out) if out is not None else None), bool(resume)

@@ -84,15 +84,8 @@ class RunDir:
 
     def _check_fresh(self, resume: bool) -> None:
         assert self.path is not None
-        if not resume and self.path.exists():
-            held = [n for n in ("config.json", "metrics.jsonl") if (self.path / n).exists()]
-            if held or list_checkpoints(self.path / "checkpoints"):
-                what = ", ".join(held) or "checkpoints"
-                raise FileExistsError(
-                    f"run folder {self.path} already holds a run ({what}); resume it "
-                    "(resume=True; --resume for commands that have it) to continue, or "
-                    "choose another folder"
-                )
+        if not resume:
+            refuse_existing_run(self.path)
 
     def write_json(self, name: str, obj: Any) -> None:
         if self.enabled:
@@ -181,3 +174,18 @@ class RunDir:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def refuse_existing_run(path: Path) -> None:
+    """Raise ``FileExistsError`` when ``path`` already holds a run (its ``config.json``,
+    ``metrics.jsonl`` or checkpoints): a fresh run never writes over another one."""
+    if not path.exists():
+        return
+    held = [n for n in ("config.json", "metrics.jsonl") if (path / n).exists()]
+    if held or list_checkpoints(path / "checkpoints"):
+        what = ", ".join(held) or "checkpoints"
+        raise FileExistsError(
+            f"run folder {path} already holds a run ({what}); resume it "
+            "(resume=True; --resume for commands that have it) to continue, or "
+            "choose another folder"
+        )
