@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for kind in kinds:
             train_one(args, kind, None if run_dir is None else run_dir / kind, resume)
+        if own_group:
+            dist.barrier()  # both processes done before either destroys the group
     finally:
         if own_group:
             dist.destroy_process_group()

@@ -80,6 +80,16 @@ def setup(backend: str | None = None) -> DistInfo:
     )
 
 
+def finish(info: DistInfo) -> None:
+    """Wait until every process has finished its work (a barrier; nothing when not
+    distributed). Called after a successful run, before any process may destroy the group: a
+    gloo group torn down while a peer is still exiting its last collective can abort that peer
+    ("terminate called without an active exception"). Not called after an error, where a peer
+    may never arrive."""
+    if info.is_distributed and dist.is_initialized():
+        dist.barrier()
+
+
 def teardown(info: DistInfo) -> None:
     """Destroy the process group if `setup` created it."""
     if info.created and dist.is_initialized():

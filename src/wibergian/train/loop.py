@@ -165,7 +165,9 @@ class Trainer:
                 # cuBLAS needs this for reproducible matrix products on CUDA
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
                 torch.use_deterministic_algorithms(True, warn_only=True)
-            return self._fit(info)
+            result = self._fit(info)
+            D.finish(info)  # every process done before any tears the group down
+            return result
         finally:
             if self._run is not None:
                 self._run.release_lock()
