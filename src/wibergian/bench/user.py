@@ -39,7 +39,25 @@ D_TOL = 1e-10  # the anchors' stopping rule (rtol = atol), ours uses its float64
 # ---------------------------------------------------------------------------------------- W1
 
 
-class W1User(_TorchMethod):
+class _UserMethod(_TorchMethod):
+    """Ours on a user's plain PyTorch energy with ``argmin``'s defaults (``compile`` optional)."""
+
+    compile: bool = False
+
+    @staticmethod
+    def _info(compile: bool, setting: str, damping: float) -> MethodInfo:
+        name = "ours (user's energy, compile=True)" if compile else "ours (user's energy)"
+        detail = (f"plain PyTorch energy, argmin defaults ({setting}damped implicit λ={damping})"
+                  + (", compile=True" if compile else ""))
+        return MethodInfo(name, "wibergian", detail, damping, TOL_ITERATIVE,
+                          stops_when_converged=True)
+
+    @property
+    def jit_compiled(self) -> bool:
+        return self.compile
+
+
+class W1User(_UserMethod):
     """W1 as a user writes it: ``w1_energy`` (plain PyTorch), the ``K`` wells as multi-start
     candidates, ``argmin`` defaults (``compile`` optional)."""
 
@@ -48,16 +66,7 @@ class W1User(_TorchMethod):
         self.compile = compile
         self.params = _leaves(m=data.m, s0=data.s0, s1=data.s1)
         self.candidates = torch.stack([data.a, data.c], -1)
-        name = "ours (user's energy, compile=True)" if compile else "ours (user's energy)"
-        self.info = MethodInfo(name, "wibergian",
-                               "plain PyTorch energy, argmin defaults (multi-start over the K "
-                               f"wells, damped implicit λ={DAMPING})"
-                               + (", compile=True" if compile else ""), DAMPING, TOL_ITERATIVE,
-                               stops_when_converged=True)
-
-    @property
-    def jit_compiled(self) -> bool:
-        return self.compile
+        self.info = self._info(compile, "multi-start over the K wells, ", DAMPING)
 
     def loss(self) -> Tensor:
         p = self.params
@@ -94,7 +103,7 @@ def logistic_energy(y: Tensor, x: Tensor, t: Tensor, log_lam: Tensor, mu: Tensor
     return nll + 0.5 * log_lam.exp() * ((y - mu) ** 2).sum(-1)
 
 
-class DenseUser(_TorchMethod):
+class DenseUser(_UserMethod):
     """``argmin(logistic_energy, zeros, (X, t, log λ, μ))`` with every default."""
 
     def __init__(self, data: DenseData, compile: bool = False, damping: float = DAMPING):
@@ -102,15 +111,7 @@ class DenseUser(_TorchMethod):
         self.compile = compile
         self.damping = damping
         self.params = _leaves(log_lam=data.log_lam, mu=data.mu)
-        name = "ours (user's energy, compile=True)" if compile else "ours (user's energy)"
-        self.info = MethodInfo(name, "wibergian", "plain PyTorch energy, argmin defaults "
-                               f"(damped implicit λ={damping})"
-                               + (", compile=True" if compile else ""), damping, TOL_ITERATIVE,
-                               stops_when_converged=True)
-
-    @property
-    def jit_compiled(self) -> bool:
-        return self.compile
+        self.info = self._info(compile, "", damping)
 
     def loss(self) -> Tensor:
         p = self.params
