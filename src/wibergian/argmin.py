@@ -108,7 +108,6 @@ def _final_step(
         h_new = None
         if want_hessian:
             e_new, g_new, h_new = value_gradient_hessian(energy, y_new, ps)
-            h_new = h_new.contiguous()  # a compiled route's layout is permuted (newton.py)
         else:
             e_new = energy_value(energy, y_new, ps)
             g_new = None

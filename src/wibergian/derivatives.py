@@ -169,7 +169,9 @@ def value_gradient_hessian(
                 f"energy.value_gradient_hessian must return shapes ({b},), ({b}, {n}), "
                 f"({b}, {n}, {n}); got {tuple(e.shape)}, {tuple(g.shape)}, {tuple(h.shape)}"
             )
-        return e, g, h
+        # a declared or compiled route may return H in a permuted layout (compile=True's traced
+        # torch.func route does): every consumer's ops are several times slower on it
+        return e, g, h.contiguous()
     if closed_hessian(energy) is not None or closed_gradient(energy) is not None:
         with torch.no_grad():
             e = energy_value(energy, y, ps)

@@ -79,8 +79,6 @@ class NewtonTrustRegion:
         converged = torch.zeros(b, dtype=torch.bool, device=dev)
         y, (e, g, h), perturbed = finite_start(
             lambda z: value_gradient_hessian(energy, z, params), y, "NewtonTrustRegion")
-        h = h.contiguous()  # a compiled route may return a permuted layout: every op below is
-        # several times slower on it (measured, n = 32), and the contiguous copy is one pass
         tol = self.tol if self.tol is not None else (1e-8 if dt == torch.float64 else 1e-5)
         resolution = 10 * torch.finfo(dt).eps
         pending = torch.zeros(b, dtype=torch.bool, device=dev)  # stopped: check 2nd order first
@@ -110,7 +108,6 @@ class NewtonTrustRegion:
             pd = pd | escape
             y_new = y + d
             e_new, g_new, h_new = value_gradient_hessian(energy, y_new, params)
-            h_new = h_new.contiguous()
             pred = -((g * d).sum(-1) + 0.5 * (d * (h @ d.unsqueeze(-1)).squeeze(-1)).sum(-1))
             actual = e - e_new
             ok = pd & active & torch.isfinite(e_new) & (actual >= 0) & (pred > 0)
