@@ -123,7 +123,8 @@ MALLOC = {"default": "glibc default malloc", "tuned": "tuned malloc (32 MiB mmap
 
 def user_targets_section(run: dict[str, Any]) -> str:
     """Issue 14: the plain user energy with every default against Optimistix, unrolled
-    autograd and (compile=True) the hand-derived W1 energy, under each allocator setting."""
+    autograd, (W2) autograd through Cholesky / solve and the fastest JAX method, (W3) ours, and
+    (compile=True) the hand-derived W1 energy, under each allocator setting."""
     rows = ["## Targets (issue 14): the user's energy, every default", "",
             "Headline: **glibc's default malloc** (what a user's process has); the tuned setting "
             "is the one the issue-3 rows use. Each row compares figures of the same run "
@@ -156,6 +157,7 @@ def user_targets_section(run: dict[str, Any]) -> str:
                     rows.append(f"| {tag}: {name} faster than {un} | {u['total_s']:.4f} vs "
                                 f"{ur['total_s']:.4f} s | "
                                 f"{_verdict(u['total_s'] < ur['total_s'])} |")
+            rows += _w2_w3_user_rows(w, tag, name, u)
         hand, c = ms.get("ours (stops when converged)"), ms.get(USER_C)
         if hand and c:
             r = c["total_s"] / hand["total_s"]
@@ -166,6 +168,33 @@ def user_targets_section(run: dict[str, Any]) -> str:
         rows += ["", "Machine load (1-minute load average on 2 cores, before → after each "
                  "workload): " + "; ".join(loads) + "."]
     return "\n".join(rows)
+
+
+W2_AUTOGRAD = ("torch autograd (cholesky)", "torch autograd (solve)")
+
+
+def _w2_w3_user_rows(w: dict[str, Any], tag: str, name: str, u: dict[str, Any]) -> list[str]:
+    """W2: the user row against the fastest JAX method of the run (informative) and against
+    autograd through the normal equations' Cholesky / solve; W3: against ours (closed-form
+    derivatives, L-BFGS; informative). The unrolled rows are the caller's."""
+    ms, out = w["methods"], []
+    if w.get("workload") == "W2":
+        jax = [(n, r["total_s"]) for n, r in ms.items() if r["library"].split()[0] in JAX_LIBS]
+        if jax:
+            jn, jt = min(jax, key=lambda x: x[1])
+            out.append(f"| {tag}: {name} / fastest JAX anchor ({jn}; informative) | "
+                       f"{u['total_s']:.4f} vs {jt:.4f} s = {u['total_s'] / jt:.2f} | — |")
+        for an in W2_AUTOGRAD:
+            a = ms.get(an)
+            if a:
+                out.append(f"| {tag}: {name} faster than {an} | {u['total_s']:.4f} vs "
+                           f"{a['total_s']:.4f} s | {_verdict(u['total_s'] < a['total_s'])} |")
+    ours = ms.get("ours")
+    if w.get("workload") == "W3" and ours:
+        r = u["total_s"] / ours["total_s"]
+        out.append(f"| {tag}: {name} / ours (closed-form derivatives, L-BFGS; informative) | "
+                   f"{u['total_s']:.4f} vs {ours['total_s']:.4f} s = {r:.2f} | — |")
+    return out
 
 
 def _load(x: Any) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import BenchMethod, check_agreement
+from .common import DAMPING, BenchMethod, check_agreement
 from .methods_torch import (
     W1Ours,
     W1Unrolled,
@@ -56,10 +56,14 @@ def w1_suite(batch: int, anchors: bool = True) -> tuple[list[BenchMethod], Refer
 
 def w2_suite(batch: int, anchors: bool = True) -> tuple[list[BenchMethod], Reference]:
     """Ours (argmin with the quadratic solver at λ = 0 and λ = 0.1, and lstsq on the stacked
-    system), autograd through Cholesky / solve, TorchOpt, JAX, Theseus."""
+    system), the user's energy with every default (eager and compile=True; checked against
+    λ = 0.1), autograd through Cholesky / solve, TorchOpt, JAX, Theseus."""
+    from .user_w2w3 import W2User
+
     d = make_w2(batch)
     methods: list[BenchMethod] = [W2OursArgmin(d, damping=0.0), W2OursArgmin(d), W2OursLstsq(d),
-                                  W2AutogradCholesky(d), W2AutogradCholesky(d, solve="solve")]
+                                  W2AutogradCholesky(d), W2AutogradCholesky(d, solve="solve"),
+                                  W2User(d), W2User(d, compile=True)]
     if anchors and available("torchopt"):
         from .methods_torchopt import W2TorchOpt
 
@@ -83,17 +87,37 @@ def w2_suite(batch: int, anchors: bool = True) -> tuple[list[BenchMethod], Refer
     return methods, reference
 
 
-def w3_agreement(size: int = 32, iters: int = 150) -> dict[str, Any]:
-    """W3's gradient check, on a crop small enough for both forwards to converge (the unrolled
-    gradient equals the implicit one only at a converged minimum). Raises on mismatch."""
+def w3_agreement(size: int = 32, iters: int = 150, user: bool = True) -> dict[str, Any]:
+    """W3's gradient check, on a crop small enough for every forward to converge (the unrolled
+    gradient equals the implicit one only at a converged minimum; the user's rows run
+    Newton-CG, ours L-BFGS, so their gradients agree only where both have converged): unrolled
+    against ours at λ = 0, the user's rows (``user``) against ours at λ = 0.1, ours' L-BFGS run
+    to ``||∇E||∞ ≤ 1e-12``. Raises on mismatch."""
     d = make_w3(size)
     ref = W3Ours(d, damping=0.0, iters=iters, tol=1e-12, cg_tol=1e-10).gradient()
     unrolled = W3Unrolled(d, iters=iters)
     err = check_agreement(unrolled.info.name, unrolled.gradient(), ref, unrolled.info.tolerance)
-    return {"instance": f"{d.source}, {iters} L-BFGS iterations", "errors": {
-        "ours": 0.0, unrolled.info.name: err}}
+    errors = {"ours": 0.0, unrolled.info.name: err}
+    instance = f"{d.source}, {iters} L-BFGS iterations"
+    if user:
+        from .user_w2w3 import W3User
+
+        ref_damped = W3Ours(d, damping=DAMPING, iters=iters, tol=1e-12, cg_tol=1e-10).gradient()
+        for m in (W3User(d), W3User(d, compile=True)):
+            errors[m.info.name] = check_agreement(m.info.name, m.gradient(), ref_damped,
+                                                  m.info.tolerance)
+        instance += (" (the user's-energy rows: Newton-CG with argmin's defaults, against ours "
+                     f"at λ = {DAMPING:g})")
+    return {"instance": instance, "errors": errors}
 
 
-def w3_suite(size: int, iters: int) -> list[BenchMethod]:
+def w3_suite(size: int, iters: int, user: bool = True) -> list[BenchMethod]:
+    """Ours (L-BFGS, closed-form derivatives), torch unrolled, and (``user``) the user's energy
+    with every default, eager and compile=True."""
     d = make_w3(size)
-    return [W3Ours(d, iters=iters), W3Unrolled(d, iters=iters)]
+    methods: list[BenchMethod] = [W3Ours(d, iters=iters), W3Unrolled(d, iters=iters)]
+    if user:
+        from .user_w2w3 import W3User
+
+        methods += [W3User(d), W3User(d, compile=True)]
+    return methods
