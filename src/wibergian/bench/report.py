@@ -290,7 +290,8 @@ disagrees with ours stops the run with `GradientMismatch` before anything is tim
   computes the gradient of the same loss. Before any timing, each method's gradient is compared
   with ours at the damping it computes (λ = 0.1 for ridge methods, λ = 0 for unrolled and exact
   ones); relative error tolerances: 1e-6 direct solves, 1e-4 CG or unrolled (a disagreement
-  aborts the run). W3's check runs on a 32×32 crop where both forwards converge.
+  aborts the run). W3's check runs on a 32×32 crop where every forward converges (the
+  user's-energy rows, Newton-CG with argmin's defaults, against ours at λ = 0.1).
 - Timing: one training step = forward (start search + solve + loss) then backward, interleaved
   across methods with a rotating order; medians over rounds, repeated until the median of the
   last rounds is within 5 % of the overall median. JAX methods are jit-compiled (`jax.vjp`
@@ -307,6 +308,12 @@ disagrees with ours stops the run with `GradientMismatch` before anything is tim
 - W1 fixes 20 Newton iterations, but Optimistix's root finder stops once converged (4-5 steps
   here, like every problem of ours). Rows marked "stops when converged" / "(4 iterations)" run
   ours and the unrolled baseline under that rule, and the W1 targets compare like with like.
+- "ours (user's energy)" rows (`user.py`, `user_w2w3.py`): the energy in plain PyTorch (no
+  declared derivatives), `argmin` with every default. What the defaults pick: for n ≤ 40 (W1,
+  W2, D up to n = 32) the dense trust-region Newton with autograd Hessians and a dense
+  backward; above (D at n = 128, W3 at n = H·W) Newton-CG on autograd Hessian-vector products
+  to the default tolerance, with a CG backward from n = 65. W3's user rows therefore converge
+  where "ours" and the unrolled baseline stop after 30 L-BFGS iterations.
 - W2's "ours (quadratic)" rows run `argmin(..., solver=QuadraticSolve())`: one Cholesky of the
   closed-form Hessian in the forward, kept for the backward. At λ = 0 the backward reuses it
   (two triangular solves; the same derivative as JAXopt's `solve_cholesky` and autograd); at
