@@ -46,12 +46,16 @@ from torch import Tensor
 from .energy import EnergyFn
 from .errors import CompileFallbackWarning, warn  # the warning's old path still imports
 from .fold import fold_expanded_bmm
+from .simplify import simplify_graph
 
 MAX_ROWS = 4096
 #: ``value_gradient_hessian`` of a plain energy is traced by ``torch.func`` (forward-over-reverse,
 #: ``vmap``'s copies folded, ``fold.py``) from this dimension up, by ``n`` reverse passes below:
 #: the crossover measured in docs/benchmarks.md ("Hessian routes"); ``None``: always reverse
 FUNC_MIN_N: int | None = 16
+#: the traced ``torch.func`` graph is simplified (``simplify.py``) after folding; ``False`` only
+#: to measure the passes (``python -m wibergian.bench.user``)
+SIMPLIFY_GRAPH = True
 #: energies whose compilation failed (each then runs eagerly)
 FALLBACKS = {"count": 0}
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -171,8 +175,10 @@ class CompiledEnergy:
         return torch.cat(outs)
 
     def _trace(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
-        """``make_fx`` graph of ``fn`` (fake tensors), ``vmap``'s copies folded away
-        (``fold.py``); the ``torch.func`` route falls back to the reverse one if it fails."""
+        """``make_fx`` graph of ``fn`` (fake tensors); for the ``torch.func`` route ``vmap``'s
+        copies folded away (``fold.py``), then products with the one-hot basis, zero tangents,
+        unit factors and copies removed (``simplify.py``); that route falls back to the reverse
+        one if ``torch.func`` refuses the energy."""
         from torch.fx.experimental.proxy_tensor import make_fx
 
         if fn == self._vgh_func:
@@ -182,6 +188,8 @@ class CompiledEnergy:
                 fn = self._vgh
             else:
                 fold_expanded_bmm(graph)
+                if SIMPLIFY_GRAPH:
+                    simplify_graph(graph)
                 return graph
         return make_fx(fn, tracing_mode="fake")(yb, *pb)
 
