@@ -12,10 +12,13 @@ graphs are compiled (Inductor fuses them into vectorised loops):
   reverse passes, what runs eagerly); from ``n = FUNC_MIN_N`` up, a plain energy's (no declared
   derivatives) is the ``torch.func`` route (``vmap`` over the ``n`` directions of the ``jvp`` of
   the gradient) with ``vmap``'s ``n`` copies of each unbatched matrix folded into one product
-  (``fold.py``): for ``E = Σ softplus(X y) + …``, ``H = Xᵀ diag(σ') X`` from two ``bmm`` with
-  ``n`` columns instead of ``2n`` matrix-vector passes over ``X``. The crossover is measured
-  (docs/benchmarks.md, "Hessian routes"); if ``torch.func`` refuses the energy, the reverse
-  route is traced instead.
+  (``fold.py``), then simplified (``simplify.py``: the products with ``vmap``'s one-hot basis,
+  zero tangents, unit factors and copies removed, each rewrite a checked identity): for
+  ``E = Σ softplus(X y) + …``, ``H = Xᵀ diag(σ') X`` is one ``bmm`` with ``n`` columns, as
+  written by hand, instead of ``2n`` matrix-vector passes over ``X``. The crossover is measured
+  (``python -m wibergian.bench.user``, docs/method.md); if ``torch.func`` refuses the energy,
+  the reverse route is traced instead; if a rewrite raises, the folded graph is compiled
+  unsimplified (counted in :data:`SIMPLIFY_FALLBACKS`).
 
 The backward's gradient graph (``∂∇E/∂w``) stays eager: it needs autograd w.r.t. the parameters.
 
@@ -50,12 +53,15 @@ from .simplify import simplify_graph
 
 MAX_ROWS = 4096
 #: ``value_gradient_hessian`` of a plain energy is traced by ``torch.func`` (forward-over-reverse,
-#: ``vmap``'s copies folded, ``fold.py``) from this dimension up, by ``n`` reverse passes below:
-#: the crossover measured in docs/benchmarks.md ("Hessian routes"); ``None``: always reverse
-FUNC_MIN_N: int | None = 16
+#: ``vmap``'s copies folded, ``fold.py``, then simplified, ``simplify.py``) from this dimension
+#: up, by ``n`` reverse passes below: the crossover measured by ``python -m wibergian.bench.user``
+#: (docs/method.md, "compile=True"); ``None``: always reverse
+FUNC_MIN_N: int | None = 4
 #: the traced ``torch.func`` graph is simplified (``simplify.py``) after folding; ``False`` only
 #: to measure the passes (``python -m wibergian.bench.user``)
 SIMPLIFY_GRAPH = True
+#: traced graphs whose simplification raised (each then compiled folded, unsimplified)
+SIMPLIFY_FALLBACKS = {"count": 0}
 #: energies whose compilation failed (each then runs eagerly)
 FALLBACKS = {"count": 0}
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -189,7 +195,12 @@ class CompiledEnergy:
             else:
                 fold_expanded_bmm(graph)
                 if SIMPLIFY_GRAPH:
-                    simplify_graph(graph)
+                    try:
+                        simplify_graph(graph)
+                    except Exception:  # noqa: BLE001 - the folded graph, unsimplified (counted)
+                        SIMPLIFY_FALLBACKS["count"] += 1
+                        graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
+                        fold_expanded_bmm(graph)
                 return graph
         return make_fx(fn, tracing_mode="fake")(yb, *pb)
 

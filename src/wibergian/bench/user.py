@@ -238,12 +238,12 @@ def logistic_value_gradient_hessian(y: Tensor, x: Tensor, t: Tensor, log_lam: Te
 
 
 def compiled_hessian_routes(ns: tuple[int, ...] = (2, 4, 8, 16, 32, 128), batch: int = 1000,
-                            repeats: int = 5, w1_batch: int = 20000,
+                            repeats: int = 9, w1_batch: int = 20000,
                             log=print) -> list[dict[str, Any]]:
-    """Seconds per ``value_gradient_hessian`` (median of ``repeats`` rounds; each round runs
-    every variant once, interleaved; 3 rounds from ``n = 128``) of the ridge-logistic energy
-    (``batch`` problems) at each ``n``, and of W1 (``n = 2``, ``w1_batch`` problems, compiled in
-    blocks of ``compiled.MAX_ROWS`` rows as ``argmin`` runs it):
+    """Seconds per ``value_gradient_hessian`` (median and, ``*_min_s``, minimum of ``repeats``
+    rounds; each round runs every variant once, interleaved; 3 rounds from ``n = 128``) of the
+    ridge-logistic energy (``batch`` problems) at each ``n``, and of W1 (``n = 2``, ``w1_batch``
+    problems, compiled in blocks of ``compiled.MAX_ROWS`` rows as ``argmin`` runs it):
 
     - ``eager_reverse_s``: the eager default; ``hand_written_s``: the closed form (logistic);
     - ``compile=True`` (Inductor, ``CompiledEnergy``) tracing the reverse route
@@ -287,7 +287,7 @@ def compiled_hessian_routes(ns: tuple[int, ...] = (2, 4, 8, 16, 32, 128), batch:
                     ce = comp.CompiledEnergy(lambda yy, *pp, e=energy: e(yy, *pp))
                     t = time.perf_counter()
                     ce.value_gradient_hessian(y, *ps)  # compiles (per block size)
-                    r[key.replace("_s", "_first_call_s")] = time.perf_counter() - t
+                    r[key[:-2] + "_first_call_s"] = time.perf_counter() - t
                     if ce.error is not None:
                         log(f"[compiled routes] {name} n={n} {key}: fell back ({ce.error})")
                         continue
@@ -305,10 +305,12 @@ def compiled_hessian_routes(ns: tuple[int, ...] = (2, 4, 8, 16, 32, 128), batch:
                         f(y, *ps)
                         times[k].append(time.perf_counter() - t)
             r.update({k: statistics.median(v) for k, v in times.items()})
+            r.update({k[:-2] + "_min_s": min(v) for k, v in times.items()})
             rows.append(r)
-            log(f"[compiled routes] {name} n={n} B={y.shape[0]}: " + ", ".join(
-                f"{k[:-2]} {v:.4f}" for k, v in r.items() if k.endswith("_s")
-                and "first_call" not in k) + f" s (load {os.getloadavg()[0]:.1f})")
+            shown = ", ".join(f"{k[:-2]} {v:.4f}" for k, v in r.items() if k.endswith("_s")
+                              and "first_call" not in k and "_min" not in k)
+            log(f"[compiled routes] {name} n={n} B={y.shape[0]}: {shown} s "
+                f"(load {os.getloadavg()[0]:.1f})")
     finally:
         comp.FUNC_MIN_N, comp.SIMPLIFY_GRAPH = old
     return rows
