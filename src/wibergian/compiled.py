@@ -20,7 +20,16 @@ graphs are compiled (Inductor fuses them into vectorised loops):
   the reverse route is traced instead; if a rewrite raises, the folded graph is compiled
   unsimplified (counted in :data:`SIMPLIFY_FALLBACKS`).
 
-The backward's gradient graph (``∂∇E/∂w``) stays eager: it needs autograd w.r.t. the parameters.
+Two more kernels serve one step each and, if they cannot be built, give up only that step
+(counted in ``FALLBACKS["candidates"]`` / ``["mixed"]``; the step then runs eagerly):
+
+- ``candidate_values(cands, *params) -> (B, C)``: multi-start's scores, the energy ``vmap``-ed
+  over the ``C`` candidates with the parameters unchanged: one fused pass, no ``C``-fold copies;
+- ``mixed_vjp``: the first-order backward's ``(∇_y E, ∂<∇_y E, u>/∂w)`` for the solved ``u``
+  (``adjoint.vjp``, implicit adjoint, dense back end, Hessian or factor from the forward), traced
+  through autograd's double backward like the Hessian. Gradients of parameters shared by all
+  rows are summed over the blocks (an overlapping last block zeroes ``u`` on its repeated rows).
+  Double backward (``create_graph=True``), forward mode and the other adjoints stay eager.
 
 Each kernel runs over blocks of ``R = min(B, MAX_ROWS)`` rows (a short last block is replaced
 by the last ``R`` rows, views of the inputs, and the rows already computed are dropped: no
@@ -38,6 +47,7 @@ Wrappers are cached per energy object (:func:`compiled_energy`).
 
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -62,8 +72,12 @@ FUNC_MIN_N: int | None = 4
 SIMPLIFY_GRAPH = True
 #: traced graphs whose simplification raised (each then compiled folded, unsimplified)
 SIMPLIFY_FALLBACKS = {"count": 0}
-#: energies whose compilation failed (each then runs eagerly)
-FALLBACKS = {"count": 0}
+#: energies whose compilation failed (each then runs eagerly); ``candidates`` / ``mixed``:
+#: energies whose fused multi-start kernel / backward kernel failed (that step runs eagerly)
+FALLBACKS = {"count": 0, "candidates": 0, "mixed": 0}
+#: kernels whose failure gives up only themselves (the caller then takes the eager route):
+#: multi-start's fused candidate scores and the backward's mixed product
+_OPTIONAL = ("candidates", "mixed")
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -77,6 +91,12 @@ def pad_rows(t: Tensor, size: int, dim: int = 0) -> Tensor:
     shape = list(t.shape)
     shape[dim] = size - n
     return torch.cat([t, first.expand(shape)], dim).contiguous()
+
+
+def _optional(kind: Any) -> str | None:
+    """The ``_OPTIONAL`` name of a kernel kind (``"candidates"`` or ``("mixed", wrt)``)."""
+    name = kind[0] if isinstance(kind, tuple) else kind
+    return name if name in _OPTIONAL else None
 
 
 def _rows(b: int) -> int:
@@ -97,6 +117,8 @@ class CompiledEnergy:
         self.compile_seconds = 0.0
         self.error: str | None = None
         self._kernels: dict[tuple[Any, ...], Callable[..., Any]] = {}
+        #: why an optional kernel (``_OPTIONAL``) could not be built; the others stay compiled
+        self.optional_errors: dict[str, str] = {}
 
     def __getattr__(self, name: str) -> Any:
         # declared closed forms of the wrapped energy stay visible (derivatives.py looks them up)
@@ -117,6 +139,26 @@ class CompiledEnergy:
         from .derivatives import func_value_gradient_hessian
 
         return func_value_gradient_hessian(self.energy, y, params)
+
+    def _candidates(self, cands: Tensor, *params: Tensor) -> Tensor:
+        """``(B, C)``: the energy of every candidate ``cands[:, j]`` ``(B, n)``, ``vmap``-ed over
+        ``j`` with the parameters unchanged (what ``C`` separate calls compute)."""
+        return torch.func.vmap(lambda yc: self.energy(yc, *params), in_dims=1, out_dims=1)(cands)
+
+    def _mixed(self, wrt: tuple[int, ...], y: Tensor, u: Tensor, *params: Tensor
+               ) -> tuple[Tensor, ...]:
+        """``(g, *∂<g, u>/∂w_i)``: see :meth:`mixed_vjp`."""
+        from .derivatives import gradient_graph
+
+        with torch.enable_grad():
+            ps = [p.detach().requires_grad_(True) if i in wrt else p
+                  for i, p in enumerate(params)]
+            _, g = gradient_graph(self.energy, y, ps)
+            targets = [ps[i] for i in wrt]
+            got = (torch.autograd.grad((g * u).sum(), targets, allow_unused=True)
+                   if g.requires_grad else [None] * len(targets))
+        return (g.detach(), *[torch.zeros_like(t) if d is None else d.detach()
+                              for t, d in zip(targets, got, strict=True)])
 
     def _vgh_route(self, n: int) -> Callable[..., Any]:
         """The function traced for ``value_gradient_hessian``: ``torch.func`` (then folded,
@@ -147,6 +189,49 @@ class CompiledEnergy:
             return self._vgh(y, *params)
         return self._run("vgh", self._vgh_route(y.shape[-1]), y, params)
 
+    def candidate_values(self, cands: Tensor, *params: Tensor) -> Tensor | None:
+        """Energies ``(B, C)`` of candidates ``(B, C, n)`` from one fused kernel (no ``C``-fold
+        copies of the parameters, one pass), or ``None`` when that kernel cannot be built (the
+        caller then scores the candidates one call each; counted in ``FALLBACKS["candidates"]``).
+        """
+        if self.error is not None or "candidates" in self.optional_errors or cands.shape[0] == 0:
+            return None
+        return self._run("candidates", self._candidates, cands, params)
+
+    def mixed_vjp(self, y: Tensor, u: Tensor, params: Sequence[Tensor], wrt: tuple[int, ...]
+                  ) -> tuple[Tensor, list[Tensor]] | None:
+        """``(∇_y E, [∂/∂w_i Σ_b <∇_y E_b, u_b> for i in wrt])`` at ``y`` from one compiled
+        kernel: the backward's mixed product (``adjoint.py``) without an eager double
+        backward. ``u`` ``(B, n)`` is held fixed. Over blocks of rows the gradients of batched
+        parameters are concatenated and those of shared ones summed (an overlapping last block
+        has its repeated rows' ``u`` zeroed). ``None`` when the kernel cannot be built (the
+        caller takes the eager route; counted in ``FALLBACKS["mixed"]``)."""
+        b = y.shape[0]
+        if self.error is not None or "mixed" in self.optional_errors or b == 0:
+            return None
+        flags = [p.dim() >= 1 and p.shape[0] == b for p in params]
+        fn = functools.partial(self._mixed, wrt)
+        r = _rows(b)
+        gs: list[Tensor] = []
+        grads: list[list[Tensor]] = [[] for _ in wrt]
+        for lo in range(0, b, r):
+            start = min(lo, b - r)
+            skip = lo - start
+            ub = u[start:start + r]
+            if skip:
+                ub = ub.clone()
+                ub[:skip] = 0
+            pb = [p[start:start + r] if f else p for p, f in zip(params, flags, strict=True)]
+            out = self._run(("mixed", wrt), fn, y[start:start + r], [ub, *pb])
+            if out is None:
+                return None
+            gs.append(out[0][skip:])
+            for k, (i, gi) in enumerate(zip(wrt, out[1:], strict=True)):
+                grads[k].append(gi[skip:] if flags[i] else gi)
+        summed = [torch.cat(parts) if flags[i] else torch.stack(parts).sum(0)
+                  for i, parts in zip(wrt, grads, strict=True)]
+        return torch.cat(gs), summed
+
     # machinery ----------------------------------------------------------------------------
     def _run(self, kind: str, fn: Callable[..., Any], y: Tensor, params: Sequence[Tensor]) -> Any:
         b = y.shape[0]
@@ -169,11 +254,14 @@ class CompiledEnergy:
             if kernel is None:
                 kernel = self._build(key, fn, yb, pb)
                 if kernel is None:  # compilation failed: eager for good
-                    return fn(y, *params)
+                    return None if _optional(kind) else fn(y, *params)
             out = kernel(yb, *pb)
             skip = lo - start
-            outs.append(tuple(o[skip:] for o in out) if isinstance(out, (tuple, list))
-                        else out[skip:])
+            if skip == 0:  # (a whole block: outputs that are not per row, too, pass unchanged)
+                outs.append(out)
+            else:
+                outs.append(tuple(o[skip:] for o in out) if isinstance(out, (tuple, list))
+                            else out[skip:])
         if len(outs) == 1:
             return outs[0]
         if isinstance(outs[0], tuple):
@@ -212,7 +300,15 @@ class CompiledEnergy:
                 graph = self._trace(fn, yb, pb)
                 kernel = torch.compile(graph, dynamic=False)
                 got = kernel(yb, *pb)
-                want = (self._vgh if fn == self._vgh_func else fn)(yb, *pb)
+                if fn == self._candidates:  # checked on a few rows, one eager call per candidate
+                    rows = min(yb.shape[0], 64)
+                    got = got[:rows]
+                    pr = [p[:rows] if p.dim() >= 1 and p.shape[0] == yb.shape[0] else p
+                          for p in pb]
+                    want = torch.stack([self.energy(yb[:rows, j], *pr)
+                                        for j in range(yb.shape[1])], 1)
+                else:
+                    want = (self._vgh if fn == self._vgh_func else fn)(yb, *pb)
             got_t = got if isinstance(got, (tuple, list)) else (got,)
             want_t = want if isinstance(want, (tuple, list)) else (want,)
             tol = 1e-6 if yb.dtype == torch.float64 else 1e-3
@@ -221,6 +317,11 @@ class CompiledEnergy:
                                                             equal_nan=True):
                     raise RuntimeError("the compiled kernel disagrees with the eager energy")
         except Exception as exc:  # noqa: BLE001 - any failure: eager, once, counted
+            name = _optional(key[0])
+            if name:  # only this kernel is given up: its caller takes the eager route
+                self.optional_errors[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                FALLBACKS[name] += 1
+                return None
             self.error = f"{type(exc).__name__}: {str(exc)[:300]}"
             FALLBACKS["count"] += 1
             warn(
@@ -233,6 +334,42 @@ class CompiledEnergy:
             self.compile_seconds += time.perf_counter() - t
         self._kernels[key] = kernel
         return kernel
+
+
+def mixed_kernel(spec: Any, y: Tensor, params: Sequence[Tensor], needs: Sequence[bool]
+                 ) -> Callable[[Tensor], tuple[Tensor, list[Tensor | None]]] | None:
+    """For ``adjoint.vjp``: ``u ↦ (∇_y E, [∂<∇_y E, u>/∂w_i or None per parameter])`` from the
+    compiled :meth:`CompiledEnergy.mixed_vjp`, where it applies: a compiled energy, the implicit
+    adjoint with the dense back end and the forward's Hessian or factor (so the solve needs no
+    gradient graph), no ``torch.func`` transform active. Else ``None`` (the eager route); a
+    kernel that then fails to build returns ``None`` from the call and the eager route runs."""
+    from .function import _transforms_active
+
+    energy = spec.energy
+    if (not isinstance(energy, CompiledEnergy) or energy.error is not None
+            or "mixed" in energy.optional_errors or spec.mode != "implicit"
+            or spec.backend != "dense" or _transforms_active()):
+        return None
+    factor = spec.factor
+    if spec.hessian is None and not (factor is not None
+                                     and factor.solves(spec.damping, spec.regulariser)):
+        return None
+    wrt = tuple(i for i, (p, n) in enumerate(zip(params, needs, strict=True))
+                if n and p.is_floating_point())
+    if not wrt:
+        return None
+    return lambda u: _mixed_or_eager(energy, y, u, params, wrt)
+
+
+def _mixed_or_eager(energy: CompiledEnergy, y: Tensor, u: Tensor, params: Sequence[Tensor],
+                    wrt: tuple[int, ...]) -> tuple[Tensor, list[Tensor | None]]:
+    """:meth:`CompiledEnergy.mixed_vjp`, or the same quantities eagerly if it cannot be built."""
+    ps = [p.detach() for p in params]
+    out = energy.mixed_vjp(y.detach(), u.detach(), ps, wrt)
+    if out is not None:
+        return out[0], list(out[1])
+    g, *grads = energy._mixed(wrt, y.detach(), u.detach(), *ps)
+    return g, list(grads)
 
 
 def compiled_energy(energy: EnergyFn) -> CompiledEnergy:
