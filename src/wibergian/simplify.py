@@ -26,11 +26,13 @@ sweep), never on names:
 copies and pointwise ops of those): such tensors are evaluated here on their few distinct
 values (a broadcast dimension is kept as a stride-0 view), so the identity, one-hot and zero
 tests are checks of actual values, skipped (no rewrite) above :data:`MAX_CONST` distinct
-numbers. The zero and identity rules assume finite operands (``0·∞`` is NaN, the rewritten graph
-gives 0), as compilers' algebraic simplifiers do; a non-finite point already makes the energy's
-value or gradient non-finite, which the solvers check. Every ``view`` becomes ``reshape`` (a
-rewritten operand may be a non-contiguous view), and an output that would alias an input or
-a broadcast view is cloned.
+numbers; a tensor any in-place operation writes to (through any view) is no constant. The zero
+and identity rules assume finite operands (``0·∞`` is NaN, the rewritten graph gives 0), as
+compilers' algebraic simplifiers do: at a point where the energy's value or gradient is already
+non-finite the solvers report it, but a non-finite term that only the unsimplified Hessian would
+show is not reproduced. Every ``view`` becomes ``reshape`` (a rewritten operand may be a
+non-contiguous view), and an output that would alias an input, be a broadcast view or not be
+contiguous is cloned (every consumer of ``H`` makes it contiguous anyway).
 """
 
 from __future__ import annotations
