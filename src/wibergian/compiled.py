@@ -46,6 +46,7 @@ from torch import Tensor
 from .energy import EnergyFn
 from .errors import CompileFallbackWarning, warn  # the warning's old path still imports
 from .fold import fold_expanded_bmm
+from .trace_guard import State, Undescribable, describe
 
 MAX_ROWS = 4096
 #: ``value_gradient_hessian`` of a plain energy is traced by ``torch.func`` (forward-over-reverse,
@@ -54,6 +55,11 @@ MAX_ROWS = 4096
 FUNC_MIN_N: int | None = 16
 #: energies whose compilation failed (each then runs eagerly)
 FALLBACKS = {"count": 0}
+#: re-traces after the energy's Python state changed (``trace_guard.py``) or its compiled value
+#: disagreed with the eager one at a reused kernel's first row
+RETRACES = {"count": 0}
+#: re-traces of one energy before it runs eagerly for good (one ``CompileFallbackWarning``)
+RETRACE_LIMIT = 8
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -86,7 +92,10 @@ class CompiledEnergy:
         self.energy = energy
         self.compile_seconds = 0.0
         self.error: str | None = None
+        self.retraces = 0
         self._kernels: dict[tuple[Any, ...], Callable[..., Any]] = {}
+        self._state: State | None = None  # the Python state the kernels were traced with
+        self._spot_check = False  # compare the next reused kernel's first row with eager
 
     def __getattr__(self, name: str) -> Any:
         # declared closed forms of the wrapped energy stay visible (derivatives.py looks them up)
@@ -123,6 +132,61 @@ class CompiledEnergy:
             return self._vgh_func
         return self._vgh
 
+    # the guard ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Before reusing the kernels (once per ``argmin`` call): re-trace if the Python state
+        the energy reads changed since they were traced (``trace_guard.py``), and arm the value
+        check of the next reused kernel."""
+        if self.error is not None:
+            return
+        state = self._describe()
+        if state is None:
+            return
+        if self._state is None or not self._kernels:
+            self._state = state
+        elif state != self._state:
+            self._retrace(state, "the Python state it reads changed")
+        self._spot_check = bool(self._kernels)
+
+    def _describe(self) -> State | None:
+        try:
+            return describe(self.energy)
+        except Undescribable as exc:
+            self._give_up(
+                f"the Python state it reads cannot be guarded ({exc}): a compiled trace would "
+                "keep its value silently. Pass the values the energy reads as parameter "
+                "tensors, or keep them in plain numbers, tuples, dicts or small tensors")
+            return None
+
+    def _retrace(self, state: State, why: str) -> None:
+        """Drop the kernels (the next call traces them again); eager for good past
+        :data:`RETRACE_LIMIT`."""
+        self._kernels.clear()
+        self._state = state
+        self.retraces += 1
+        RETRACES["count"] += 1
+        if self.retraces > RETRACE_LIMIT:
+            self._give_up(
+                f"{why}, and it was re-traced {RETRACE_LIMIT} times: its Python state keeps "
+                "changing between calls. Pass the changing value (a scale, a weight, a flag) "
+                "as a parameter tensor instead of reading it from a closure, a global or an "
+                "attribute")
+
+    def _give_up(self, why: str) -> None:
+        self.error = why
+        FALLBACKS["count"] += 1
+        warn(f"argmin(compile=True): running the energy eagerly: {why} (counted in "
+             "wibergian.compiled.FALLBACKS)", CompileFallbackWarning)
+        self._kernels.clear()
+
+    def _agrees(self, out: Any, yb: Tensor, pb: list[Tensor], flags: list[bool]) -> bool:
+        """The compiled energy value at the block's first row equals the eager energy's."""
+        got = out[0] if isinstance(out, (tuple, list)) else out
+        with torch.no_grad():
+            want = self.energy(yb[:1], *(p[:1] if f else p for p, f in zip(pb, flags,
+                                                                           strict=True)))
+        return _close(got[:1], want)
+
     # protocol ---------------------------------------------------------------------------------
     def __call__(self, y: Tensor, *params: Tensor) -> Tensor:
         tracked = torch.is_grad_enabled() and (
@@ -155,12 +219,25 @@ class CompiledEnergy:
             yb = y[start:start + r].detach().contiguous()
             pb = [p[start:start + r].detach() if f else p.detach()
                   for p, f in zip(params, flags, strict=True)]
-            kernel = self._kernels.get(key)
+            kernel, out = self._kernels.get(key), None
+            if kernel is not None and self._spot_check:  # reused: its first row against eager
+                self._spot_check = False
+                out = kernel(yb, *pb)
+                if not self._agrees(out, yb, pb, flags):
+                    state = self._describe()
+                    if state is not None:
+                        self._retrace(state, "its compiled value disagreed with the eager "
+                                      "energy's (state the guard does not see changed)")
+                    if self.error is not None:
+                        return fn(y, *params)
+                    kernel, out = None, None
             if kernel is None:
                 kernel = self._build(key, fn, yb, pb)
                 if kernel is None:  # compilation failed: eager for good
                     return fn(y, *params)
-            out = kernel(yb, *pb)
+                self._spot_check = False  # built and checked against eager just now
+            if out is None:
+                out = kernel(yb, *pb)
             skip = lo - start
             outs.append(tuple(o[skip:] for o in out) if isinstance(out, (tuple, list))
                         else out[skip:])
@@ -187,6 +264,10 @@ class CompiledEnergy:
 
     def _build(self, key: tuple[Any, ...], fn: Callable[..., Any], yb: Tensor,
                pb: list[Tensor]) -> Callable[..., Any] | None:
+        if self._state is None:  # the state this trace reads (used without refresh())
+            self._state = self._describe()
+            if self._state is None:
+                return None
         t = time.perf_counter()
         try:
             with torch.no_grad():
@@ -196,10 +277,8 @@ class CompiledEnergy:
                 want = (self._vgh if fn == self._vgh_func else fn)(yb, *pb)
             got_t = got if isinstance(got, (tuple, list)) else (got,)
             want_t = want if isinstance(want, (tuple, list)) else (want,)
-            tol = 1e-6 if yb.dtype == torch.float64 else 1e-3
             for g, w in zip(got_t, want_t, strict=True):
-                if g.shape != w.shape or not torch.allclose(g, w, rtol=tol, atol=tol,
-                                                            equal_nan=True):
+                if not _close(g, w):
                     raise RuntimeError("the compiled kernel disagrees with the eager energy")
         except Exception as exc:  # noqa: BLE001 - any failure: eager, once, counted
             self.error = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -216,11 +295,19 @@ class CompiledEnergy:
         return kernel
 
 
+def _close(got: Tensor, want: Tensor) -> bool:
+    """A compiled result equals the eager one up to rounding (fused kernels sum differently)."""
+    tol = 1e-6 if want.dtype == torch.float64 else 1e-3
+    return got.shape == want.shape and torch.allclose(got, want, rtol=tol, atol=tol,
+                                                      equal_nan=True)
+
+
 def compiled_energy(energy: EnergyFn) -> CompiledEnergy:
     """The (cached) :class:`CompiledEnergy` of ``energy``: one per energy object, so repeated
     calls reuse its kernels. An energy that declares its own ``value_gradient_hessian`` is
     wrapped too (its declared function is what gets compiled)."""
     if isinstance(energy, CompiledEnergy):
+        energy.refresh()
         return energy
     try:
         hit = _cache.get(energy)
@@ -229,4 +316,5 @@ def compiled_energy(energy: EnergyFn) -> CompiledEnergy:
     if hit is None:
         hit = CompiledEnergy(energy)
         _cache[energy] = hit
+    hit.refresh()
     return hit

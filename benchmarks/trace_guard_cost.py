@@ -1,0 +1,122 @@
+"""What ``compile=True``'s guard on the energy's Python state costs (``trace_guard.py``).
+
+    OMP_NUM_THREADS=1 python benchmarks/trace_guard_cost.py [--repeats 7] [--batch 1000]
+
+1. ``trace_guard.describe`` (the fingerprint, computed once per ``argmin`` call), microseconds per
+   call, on the benchmark's energies: ``logistic_energy`` (bench/user.py), ``w1_energy``
+   (bench/w1.py), the callable object ``W1Energy``, and ``ArgminLayer``'s energy around a small
+   ``nn.Module`` (two linear layers, a buffer).
+2. One ``argmin(..., compile=True)`` forward+backward (kernels already compiled), with the guard
+   (fingerprint + the value check of the first reused kernel's first row against eager) against
+   the same call with ``CompiledEnergy.refresh`` patched to do nothing (the unguarded path), on
+   the dense logistic workload (B = ``--batch``, n = 10) and W1 (multi-start over K = 72 wells).
+   Calls alternate; medians over ``--repeats``.
+
+All data are generated (seeded: ``DenseData(B, 10, seed=0)``, ``make_w1(B, seed=0)``); one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import wibergian
+from wibergian import compiled
+from wibergian.bench.user import DenseData, logistic_energy
+from wibergian.bench.w1 import W1Energy, make_w1, w1_energy
+from wibergian.trace_guard import describe
+
+
+class _Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 16)
+        self.b = nn.Linear(16, 1)
+        self.register_buffer("scale", torch.ones(4))
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.tanh(self.a(y * self.scale))).squeeze(-1) + ((y - x) ** 2).sum(-1)
+
+
+def _us_per_call(fn: Callable[[], object], loops: int = 2000, repeats: int = 7) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        times.append((time.perf_counter() - t) / loops * 1e6)
+    return statistics.median(times)
+
+
+def fingerprint_costs(repeats: int) -> None:
+    layer = wibergian.ArgminLayer(_Small())
+    layer(torch.zeros(2, 4), torch.zeros(2, 4))  # builds its energy function
+    layer_fn = next(iter(layer._energy_fns.values()))
+    print("1. trace_guard.describe, microseconds per call (median)")
+    for name, energy in [("logistic_energy (bench/user.py)", logistic_energy),
+                         ("w1_energy (bench/w1.py)", w1_energy),
+                         ("W1Energy() (callable object)", W1Energy()),
+                         ("ArgminLayer's energy, small nn.Module", layer_fn)]:
+        print(f"   {name:40s} {_us_per_call(lambda e=energy: describe(e), repeats=repeats):8.1f}")
+
+
+def _step(energy: Callable[..., torch.Tensor], y0: torch.Tensor, params: tuple, **kw: object
+          ) -> None:
+    leaves = [p.detach().clone().requires_grad_(p.is_floating_point() and p.dim() <= 1)
+              for p in params]
+    y = wibergian.argmin(energy, y0, tuple(leaves), compile=True, warn=False, **kw)
+    y.square().sum().backward()
+
+
+def call_costs(batch: int, repeats: int) -> None:
+    d = DenseData(batch, 10, seed=0)
+    w = make_w1(batch, seed=0)
+    cands = torch.stack([w.a, w.c], -1)
+    work = {
+        f"dense logistic, B = {batch}, n = 10": lambda: _step(
+            logistic_energy, torch.zeros(batch, 10, dtype=torch.float64),
+            (d.x, d.t, d.log_lam, d.mu)),
+        f"W1, B = {batch}, K = 72 candidates": lambda: _step(
+            w1_energy, cands[:, 0], (w.a, w.c, w.m, w.s0, w.s1), candidates=cands),
+    }
+    real = compiled.CompiledEnergy.refresh
+    print(f"2. argmin(compile=True) forward+backward, seconds (median of {repeats}): guarded "
+          "against unguarded")
+    for name, run in work.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run()  # compile
+        before = compiled.RETRACES["count"]
+        guarded, bare = [], []
+        for _ in range(repeats):
+            for patched, into in ((False, guarded), (True, bare)):
+                if patched:
+                    compiled.CompiledEnergy.refresh = lambda self: None  # type: ignore[method-assign]
+                t = time.perf_counter()
+                run()
+                into.append(time.perf_counter() - t)
+                compiled.CompiledEnergy.refresh = real  # type: ignore[method-assign]
+        g, b = statistics.median(guarded), statistics.median(bare)
+        diffs = [x - y for x, y in zip(guarded, bare, strict=True)]
+        print(f"   {name:38s} {g:.4f} vs {b:.4f}: ratio {g / b:.3f}, paired difference median "
+              f"{statistics.median(diffs) * 1e3:+.2f} ms; re-traces {compiled.RETRACES['count'] - before}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=1000)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    fingerprint_costs(args.repeats)
+    call_costs(args.batch, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
