@@ -31,6 +31,23 @@ and reach ``ArgminInfo.compile_s``) and checks it against the eager function on 
 failure anywhere (no C++ compiler, an energy ``make_fx`` cannot trace, a mismatch) falls back to
 eager for that energy, with one :class:`CompileFallbackWarning`, counted in :data:`FALLBACKS`.
 Wrappers are cached per energy object (:func:`compiled_energy`).
+
+The contract (like ``jax.jit``'s): the tensors passed as ``y`` and ``params`` are the trace's
+arguments; every other Python value the energy reads (a closure float, a global, ``self.sigma``,
+a ``functools.partial`` keyword, ``t.item()`` of a closed-over tensor, ``module.training``) is
+baked into the kernels as a constant. So :func:`compiled_energy` (once per ``argmin`` call)
+calls :meth:`CompiledEnergy.refresh`: it fingerprints what the energy can read
+(``trace_guard.py``, which lists what is walked and what is not) and, when that changed since the
+kernels were traced, drops them; the next call traces them again (counted in :data:`RETRACES`,
+its seconds in ``compile_s``). Past :data:`RETRACE_LIMIT` re-traces of one energy it runs eagerly
+for good with one :class:`CompileFallbackWarning` (its state keeps changing: pass the changing
+value as a parameter tensor instead). State the fingerprint cannot describe (a container over
+``trace_guard.LIMIT`` entries, a generator, …) runs that energy eagerly with one warning rather
+than guess. Second line: the first kernel reused in a call is compared on its block's first row
+with the eager energy's value, and re-traced on a mismatch (this sees state the walk does not,
+such as a library object changed in place, when it moves the value at that point). Cost: a few
+microseconds for a plain function plus one eager call on one row (``benchmarks/
+trace_guard_cost.py``).
 """
 
 from __future__ import annotations
@@ -151,7 +168,9 @@ class CompiledEnergy:
     def _describe(self) -> State | None:
         try:
             return describe(self.energy)
-        except Undescribable as exc:
+        except Exception as exc:  # noqa: BLE001 - Undescribable, or a walk that failed: eager
+            if not isinstance(exc, Undescribable):
+                exc = Undescribable(f"{type(exc).__name__}: {str(exc)[:200]}")
             self._give_up(
                 f"the Python state it reads cannot be guarded ({exc}): a compiled trace would "
                 "keep its value silently. Pass the values the energy reads as parameter "

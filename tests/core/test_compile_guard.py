@@ -1,0 +1,283 @@
+"""compile=True re-traces when the Python state its trace baked in changes (trace_guard.py).
+
+Each pattern changes a value the energy reads without receiving it as an argument between two
+``compile=True`` calls; y* and dy*/dw (``torch.autograd.grad``) must equal eager's both times,
+the re-trace counter rises by one per change and not at all without one (kernels reused). The
+energies all trace to the same graphs for the same scale, so Inductor's graph cache keeps this fast.
+"""
+
+from __future__ import annotations
+
+import array
+import functools
+import shutil
+import types
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import wibergian
+import wibergian.compiled as compiled_mod
+from wibergian.trace_guard import Undescribable, describe
+
+D = torch.float64
+
+pytestmark = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+    reason="compile=True needs a C++ compiler (Inductor)")
+
+
+def _base(y, w, c):
+    return ((y - c * w) ** 2).sum(-1) + 0.1 * (y**4).sum(-1)
+
+
+SCALE = 1.0
+cfg = types.ModuleType("guard_test_cfg")
+cfg.scale = 1.0
+
+
+def _solve(energy, compile):
+    w = torch.linspace(0.5, 1.5, 8, dtype=D).reshape(4, 2).requires_grad_(True)
+    y0 = torch.zeros(4, 2, dtype=D)
+    y, info = wibergian.argmin(energy, y0, (w,), compile=compile, warn=False, return_info=True)
+    (g,) = torch.autograd.grad((y * torch.arange(1.0, 9.0, dtype=D).reshape(4, 2)).sum(), w)
+    return y.detach(), g, info
+
+
+def _same_as_eager(energy):
+    y, g, info = _solve(energy, True)
+    y_e, g_e, _ = _solve(energy, False)
+    torch.testing.assert_close(y, y_e, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(g, g_e, rtol=1e-7, atol=1e-9)
+    return y, info
+
+
+# each pattern: (energy, set_scale)
+def _dict_state():
+    state = {"c": 1.0}
+    return (lambda y, w: _base(y, w, state["c"])), (lambda c: state.__setitem__("c", c))
+
+
+def _nonlocal_float():
+    sigma = 1.0
+
+    def energy(y, w):
+        return _base(y, w, sigma)
+
+    def set_scale(c):
+        nonlocal sigma
+        sigma = c
+
+    return energy, set_scale
+
+
+def _global_in_comprehension():
+    def energy(y, w):  # the global is read by the generator expression's own code object
+        return sum(_base(y, w, SCALE) * k for k in (1.0,))
+
+    def set_scale(c):
+        global SCALE
+        SCALE = c
+
+    return energy, set_scale
+
+
+def _user_module_attribute():
+    def energy(y, w):
+        return _base(y, w, cfg.scale)
+
+    return energy, (lambda c: setattr(cfg, "scale", c))
+
+
+class _Callable:
+    def __init__(self):
+        self.c = 1.0
+
+    def __call__(self, y, w):
+        return _base(y, w, self.c)
+
+
+def _callable_object():
+    e = _Callable()
+    return e, (lambda c: setattr(e, "c", c))
+
+
+def _bound_method():
+    e = _Callable()
+    return e.__call__, (lambda c: setattr(e, "c", c))
+
+
+class _Module(nn.Module):
+    def forward(self, y, w):
+        return _base(y, w, 1.0 if self.training else 3.0)
+
+
+def _module_training_flag():
+    m = _Module()
+    return m, (lambda c: m.train(c == 1.0))
+
+
+def _partial_keyword():
+    holder = {"e": functools.partial(_base, c=1.0)}
+
+    def set_scale(c):
+        holder["e"].keywords["c"] = c  # partial's keywords dict changed in place
+
+    return holder["e"], set_scale
+
+
+def _tensor_item_in_place():
+    t = torch.tensor([1.0], dtype=D)  # read with .item(): a Python number, baked in
+
+    def energy(y, w):
+        return _base(y, w, t.item())
+
+    return energy, (lambda c: t.fill_(c))
+
+
+PATTERNS = [_dict_state, _nonlocal_float, _global_in_comprehension, _user_module_attribute,
+            _callable_object, _bound_method, _module_training_flag, _partial_keyword,
+            _tensor_item_in_place]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.__name__.strip("_"))
+def test_changed_state_is_retraced(pattern):
+    energy, set_scale = pattern()
+    set_scale(1.0)
+    r0 = compiled_mod.RETRACES["count"]
+    y1, info = _same_as_eager(energy)
+    ce = compiled_mod.compiled_energy(energy)
+    assert ce.error is None, ce.error
+    assert compiled_mod.RETRACES["count"] == r0
+    set_scale(3.0)
+    y3, info = _same_as_eager(energy)
+    assert not torch.allclose(y1, y3)  # the change matters to the minimiser
+    assert compiled_mod.RETRACES["count"] == r0 + 1 and ce.retraces == 1
+    assert ce.error is None and info.compile_s > 0  # the re-trace's compile seconds
+    # unchanged: the kernels are reused, nothing re-traced or compiled
+    kernels = dict(ce._kernels)
+    _, info = _same_as_eager(energy)
+    assert compiled_mod.RETRACES["count"] == r0 + 1 and info.compile_s == 0
+    assert ce._kernels == kernels and len(kernels) > 0
+
+
+def test_retrace_limit_falls_back_to_eager_once(monkeypatch):
+    monkeypatch.setattr(compiled_mod, "RETRACE_LIMIT", 2)
+    energy, set_scale = _nonlocal_float()
+    fb0 = compiled_mod.FALLBACKS["count"]
+    set_scale(1.0)
+    _same_as_eager(energy)
+    ce = compiled_mod.compiled_energy(energy)
+    for c in (3.0, 1.0):  # two re-traces: still compiled
+        set_scale(c)
+        _same_as_eager(energy)
+        assert ce.error is None
+    set_scale(3.0)
+    with pytest.warns(compiled_mod.CompileFallbackWarning, match="keeps changing"):
+        _same_as_eager(energy)  # the third: eager for good, still right
+    assert ce.error is not None and "parameter tensor" in ce.error
+    assert compiled_mod.FALLBACKS["count"] == fb0 + 1 and not ce._kernels
+    set_scale(1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one warning only
+        _same_as_eager(energy)
+
+
+def test_value_check_catches_state_the_fingerprint_cannot_see():
+    """A stdlib array is a library object (fingerprinted by identity): mutating it in place is
+    not seen by the fingerprint; the first reused kernel's value check against eager is."""
+    arr = array.array("d", [1.0])
+
+    def energy(y, w):
+        return _base(y, w, arr[0])
+
+    s1 = describe(energy)
+    _same_as_eager(energy)
+    r0 = compiled_mod.RETRACES["count"]
+    arr[0] = 3.0
+    assert describe(energy) == s1  # invisible to the fingerprint
+    _same_as_eager(energy)
+    assert compiled_mod.RETRACES["count"] == r0 + 1
+
+
+def test_undescribable_state_runs_eagerly():
+    big = [1.0] * 2000  # more entries than trace_guard.LIMIT
+
+    def energy(y, w):
+        return _base(y, w, big[0])
+
+    with pytest.raises(Undescribable, match="2000 entries"):
+        describe(energy)
+    with pytest.warns(compiled_mod.CompileFallbackWarning, match="cannot be guarded"):
+        _same_as_eager(energy)
+    big[0] = 3.0
+    _same_as_eager(energy)  # eager: always the current value
+    assert compiled_mod.compiled_energy(energy).error is not None
+
+
+class _Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.s = nn.Parameter(torch.tensor(1.0, dtype=D))
+
+    def forward(self, y, w):
+        c = self.s if self.training else self.s * 3.0
+        return ((y - c * w) ** 2).sum(-1) + 0.1 * (y**4).sum(-1)
+
+
+def test_layer_parameters_are_arguments_not_state():
+    """ArgminLayer passes the module's parameters as arguments: an optimizer step does not
+    re-trace; ``eval()`` (read by the trace) does. Results equal eager's each time."""
+    w = torch.linspace(0.5, 1.5, 8, dtype=D).reshape(4, 2)
+    y0 = torch.zeros(4, 2, dtype=D)
+    mod = _Scaled()
+    layer = wibergian.ArgminLayer(mod, compile=True, warn=False)
+    eager = wibergian.ArgminLayer(mod, warn=False)
+    opt = torch.optim.SGD(mod.parameters(), lr=0.1)
+    r0 = compiled_mod.RETRACES["count"]
+    for step in range(3):
+        if step == 2:
+            mod.eval()
+        y = layer(y0, w)
+        (g,) = torch.autograd.grad(y.sum(), mod.s)
+        y_e = eager(y0, w)
+        (g_e,) = torch.autograd.grad(y_e.sum(), mod.s)
+        torch.testing.assert_close(y, y_e, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(g, g_e, rtol=1e-7, atol=1e-9)
+        assert compiled_mod.RETRACES["count"] == r0 + (step == 2)
+        mod.s.grad = g
+        opt.step()
+    fn = next(iter(layer._energy_fns.values()))
+    assert compiled_mod.compiled_energy(fn).error is None
+
+
+def test_fingerprint_sees_each_kind_of_change():
+    """The walk itself, without compiling: each change alters the key, nothing else does."""
+    t = torch.zeros(3, dtype=D)
+    opts = {"k": [1, 2.0, "a"], "s": {1, 2}}
+
+    def helper(y):
+        return y * opts["k"][1]
+
+    def energy(y, w, scale=2.0, *, flag=True):
+        return helper(y) * t.sum() * scale * flag
+
+    s0 = describe(energy)
+    assert describe(energy) == s0
+    for change, undo in [
+        (lambda: t.add_(1.0), None),  # in place: _version
+        (lambda: opts["k"].append(3), lambda: opts["k"].pop()),
+        (lambda: opts["s"].add(3), lambda: opts["s"].discard(3)),
+        (lambda: setattr(energy, "__defaults__", (3.0,)), lambda: setattr(
+            energy, "__defaults__", (2.0,))),
+        (lambda: energy.__kwdefaults__.update(flag=False), lambda: energy.__kwdefaults__.update(
+            flag=True)),
+    ]:
+        before = describe(energy)
+        change()
+        assert describe(energy) != before
+        if undo is not None:
+            undo()
+            assert describe(energy) == before
