@@ -281,3 +281,66 @@ def test_fingerprint_sees_each_kind_of_change():
         if undo is not None:
             undo()
             assert describe(energy) == before
+
+
+class _Cfg:
+    scale = 1.0  # a class attribute
+
+
+def _recursive(y, k=2):
+    return y if k == 0 else _recursive(y, k - 1)
+
+
+def test_fingerprint_walks_objects_namespaces_and_helpers():
+    """Class attributes, SimpleNamespace / argparse.Namespace / dataclass fields, small numpy
+    arrays, rebound helper functions: a change alters the key; recursion terminates; library
+    objects (a torch.Generator, torch.nn.functional) are identities; a big numpy array is
+    refused."""
+    import argparse
+    import dataclasses
+
+    import numpy as np
+
+    @dataclasses.dataclass
+    class Opts:
+        beta: float = 1.0
+
+    ns, args, opts = types.SimpleNamespace(a=1.0), argparse.Namespace(b=1.0), Opts()
+    arr, gen = np.ones(3), torch.Generator()
+    helpers = {"h": lambda y: y}
+
+    def energy(y, w):
+        z = _recursive(torch.nn.functional.softplus(y), 1) * _Cfg.scale * ns.a * args.b
+        return (helpers["h"](z) * opts.beta * float(arr[0])).sum(-1) + 0 * torch.rand(
+            1, generator=gen)
+
+    s0 = describe(energy)
+    assert describe(energy) == s0
+    for change in [lambda: setattr(_Cfg, "scale", 2.0), lambda: setattr(ns, "a", 2.0),
+                   lambda: setattr(args, "b", 2.0), lambda: setattr(opts, "beta", 2.0),
+                   lambda: arr.__setitem__(0, 2.0), lambda: helpers.__setitem__("h", abs)]:
+        before = describe(energy)
+        change()
+        assert describe(energy) != before
+    _Cfg.scale = 1.0
+    gen.manual_seed(3)  # library object: identity only (documented limit)
+    before = describe(energy)
+    assert describe(energy) == before
+    big = np.zeros(5000)
+    with pytest.raises(Undescribable, match="numpy array"):
+        describe(lambda y, w: y * float(big[0]))
+
+
+def test_closed_over_tensor_in_an_operation_runs_eagerly():
+    """make_fx's fake tracing refuses an operation on a real (closed-over) tensor, so such an
+    energy is never compiled (one warning) and an in-place change is always seen."""
+    c = torch.tensor([1.0, 1.0], dtype=D)
+
+    def energy(y, w):
+        return ((y - c * w) ** 2).sum(-1) + 0.1 * (y**4).sum(-1)
+
+    with pytest.warns(compiled_mod.CompileFallbackWarning, match="FakeTensor"):
+        y1, _ = _same_as_eager(energy)
+    c.fill_(3.0)
+    y3, _ = _same_as_eager(energy)
+    assert not torch.allclose(y1, y3)
