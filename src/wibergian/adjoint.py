@@ -57,6 +57,7 @@ from .adjoint_spec import (
     record_solve,
     report_solve,
 )
+from .compiled import mixed_kernel
 from .derivatives import gradient_graph, hessian_from_graph
 from .energy import closed_hessian
 from .errors import NonFiniteDerivativeError
@@ -126,24 +127,29 @@ def vjp(
     needs = [isinstance(p, Tensor) and p.requires_grad for p in params]
     with torch.enable_grad():
         live = live_params(params, needs)
-        yv, g = gradient_graph(spec.energy, y_point, live)
+        targets = [q for q, n in zip(live, needs, strict=True) if n and q.is_floating_point()]
+        # compile=True: <∇E, u> and its w-gradient from one compiled kernel, once u is known
+        kernel = mixed_kernel(spec, y_point, live, needs)
+        yv, g = (y_point, None) if kernel else gradient_graph(spec.energy, y_point, live)
         ours = torch.isfinite(grad_out).all(-1)  # a NaN ȳ from upstream passes through as NaN
-        raise_if_nonfinite(ours & ~torch.isfinite(g.detach()).all(-1), "gradient ∇_y E")
+        if g is not None:
+            raise_if_nonfinite(ours & ~torch.isfinite(g.detach()).all(-1), "gradient ∇_y E")
         u, stats = _regularised_solve(spec, yv, g, grad_out.detach(), live)
         if stats.nonfinite_mask is not None:
             raise_if_nonfinite(ours & stats.nonfinite_mask, hessian_name(spec))
         u, capped = cap_to_bound(u, grad_out.detach(), spec.damping)
-        if spec.mode == "implicit":
+        if kernel:
+            g, grads = kernel(u)
+            raise_if_nonfinite(ours & ~torch.isfinite(g).all(-1), "gradient ∇_y E")
+        elif spec.mode == "implicit":
             s = (g * u).sum()
         else:
             d, _ = _regularised_solve(spec, yv, g, g.detach(), live)
             hd = torch.autograd.grad(g, yv, grad_outputs=d.detach(), create_graph=True)[0]
             s = (g * u).sum() - (hd * u).sum()
-        targets = [q for q, n in zip(live, needs, strict=True) if n and q.is_floating_point()]
-        grads = (
-            torch.autograd.grad(s, targets, allow_unused=True) if targets and s.requires_grad
-            else [None] * len(targets)
-        )
+        if not kernel:
+            grads = (torch.autograd.grad(s, targets, allow_unused=True)
+                     if targets and s.requires_grad else [None] * len(targets))
     for q, gq in zip(targets, grads, strict=True):
         if gq is not None and bool(ours.all()) and not bool(torch.isfinite(gq).all()):
             raise NonFiniteDerivativeError(

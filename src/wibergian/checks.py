@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,11 +56,20 @@ def check_inputs(y0: Any, params: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
             raise TypeError(
                 f"params[{i}] has dtype {p.dtype} but y0 has {y0.dtype}; use one floating dtype"
             )
-        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+        if p.is_floating_point() and not _all_finite(p):
             raise ValueError(f"params[{i}] contains NaN or Inf")
-    if not bool(torch.isfinite(y0).all()):
+    if not _all_finite(y0):
         raise ValueError("y0 contains NaN or Inf")
     return y0, params
+
+
+def _all_finite(t: Tensor) -> bool:
+    """Every entry of floating ``t`` is finite: its largest and smallest entries are (``amax`` /
+    ``amin`` propagate NaN; ``±inf`` is the largest / smallest), two reductions without the
+    boolean copy ``isfinite`` makes (one host synchronisation)."""
+    if t.numel() == 0:
+        return True
+    return bool(torch.isfinite(torch.stack([t.amax(), t.amin()])).all())
 
 
 def check_damping(damping: Any) -> float:
@@ -113,9 +123,27 @@ def check_candidates(candidates: Any, mask: Any, y0: Tensor) -> None:
         )
 
 
+#: energies already seen to depend on ``y`` (weak references: no energy is kept alive)
+_DEPENDS_ON_Y: weakref.WeakSet = weakref.WeakSet()
+
+
+def _seen_depending(energy: EnergyFn) -> bool:
+    try:
+        return energy in _DEPENDS_ON_Y
+    except TypeError:  # not weak-referenceable: tested every call
+        return False
+
+
+def _remember_depending(energy: EnergyFn) -> None:
+    try:
+        _DEPENDS_ON_Y.add(energy)
+    except TypeError:
+        pass
+
+
 def start_energy(energy: EnergyFn, y0: Tensor, params: Sequence[Tensor]) -> Tensor:
-    """``E(y0)`` ``(B,)``, checked finite and (for an energy without a closed-form gradient)
-    checked to depend on ``y``."""
+    """``E(y0)`` ``(B,)``, checked finite and (for an energy without a closed-form gradient, the
+    first time this energy object is seen) checked to depend on ``y``."""
     ps = [p.detach() for p in params]
     autograd = closed_gradient(energy) is None
     if autograd and torch.is_inference_mode_enabled():
@@ -124,10 +152,15 @@ def start_energy(energy: EnergyFn, y0: Tensor, params: Sequence[Tensor]) -> Tens
             "torch.inference_mode() forbids: call it under torch.no_grad() instead (the result "
             "then carries no graph), or declare the energy's gradient and hessian in closed form"
         )
-    with torch.set_grad_enabled(autograd):
-        y = y0.detach().requires_grad_(autograd)
+    # the y-dependence is a property of the energy's code: tested with autograd once per energy
+    # object (a compiled energy then evaluates its start without a graph, compiled)
+    track = autograd and not _seen_depending(energy)
+    with torch.set_grad_enabled(track):
+        y = y0.detach().requires_grad_(track)
         e = energy_value(energy, y, ps)
-    if autograd and not e.requires_grad:
+    if track and e.requires_grad:
+        _remember_depending(energy)
+    if track and not e.requires_grad:
         raise ValueError(
             "the energy does not depend on y: energy(y, *params) has no gradient with respect to "
             "y (it ignores y, or uses y through non-differentiable operations such as .item(), "

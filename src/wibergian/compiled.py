@@ -17,7 +17,16 @@ graphs are compiled (Inductor fuses them into vectorised loops):
   (docs/benchmarks.md, "Hessian routes"); if ``torch.func`` refuses the energy, the reverse
   route is traced instead.
 
-The backward's gradient graph (``∂∇E/∂w``) stays eager: it needs autograd w.r.t. the parameters.
+Two more kernels serve one step each and, if they cannot be built, give up only that step
+(counted in ``FALLBACKS["candidates"]`` / ``["mixed"]``; the step then runs eagerly):
+
+- ``candidate_values(cands, *params) -> (B, C)``: multi-start's scores, the energy ``vmap``-ed
+  over the ``C`` candidates with the parameters unchanged: one fused pass, no ``C``-fold copies;
+- ``mixed_vjp``: the first-order backward's ``(∇_y E, ∂<∇_y E, u>/∂w)`` for the solved ``u``
+  (``adjoint.vjp``, implicit adjoint, dense back end, Hessian or factor from the forward), traced
+  through autograd's double backward like the Hessian. Gradients of parameters shared by all
+  rows are summed over the blocks (an overlapping last block zeroes ``u`` on its repeated rows).
+  Double backward (``create_graph=True``), forward mode and the other adjoints stay eager.
 
 Each kernel runs over blocks of ``R = min(B, MAX_ROWS)`` rows (a short last block is replaced
 by the last ``R`` rows, views of the inputs, and the rows already computed are dropped: no
@@ -32,26 +41,20 @@ failure anywhere (no C++ compiler, an energy ``make_fx`` cannot trace, a mismatc
 eager for that energy, with one :class:`CompileFallbackWarning`, counted in :data:`FALLBACKS`.
 Wrappers are cached per energy object (:func:`compiled_energy`).
 
-The contract (like ``jax.jit``'s): the tensors passed as ``y`` and ``params`` are the trace's
+The contract (like ``jax.jit``'s): the tensors passed as ``y`` and ``params`` are the kernels'
 arguments; every other Python value the energy reads (a closure float, a global, ``self.sigma``,
 a ``functools.partial`` keyword, ``t.item()`` of a closed-over tensor, ``module.training``) is
-baked into the kernels as a constant. So :func:`compiled_energy` (once per ``argmin`` call)
-calls :meth:`CompiledEnergy.refresh`: it fingerprints what the energy can read
-(``trace_guard.py``, which lists what is walked and what is not) and, when that changed since the
-kernels were traced, drops them; the next call traces them again (counted in :data:`RETRACES`,
-its seconds in ``compile_s``). Past :data:`RETRACE_LIMIT` re-traces of one energy it runs eagerly
-for good with one :class:`CompileFallbackWarning` (its state keeps changing: pass the changing
-value as a parameter tensor instead). State the fingerprint cannot describe (a container over
-``trace_guard.LIMIT`` entries, a generator, …) runs that energy eagerly with one warning rather
-than guess. Second line: the first kernel reused in a call is compared on its block's first row
-with the eager energy's value, and re-traced on a mismatch (this sees state the walk does not,
-such as a library object changed in place, when it moves the value at that point). Cost: a few
-microseconds for a plain function plus one eager call on one row (``benchmarks/
-trace_guard_cost.py``).
+baked into them as a constant. So :func:`compiled_energy` (once per ``argmin`` call) calls
+``refresh()`` (``retrace.py``): the kernels are dropped and traced again when the fingerprint of
+what the energy reads (``trace_guard.py`` lists what is walked and what is not) changed, counted
+in :data:`RETRACES` (the compile seconds in ``compile_s``); each kernel's first reuse in a call
+is checked on one row against the eager energy's value; past :data:`retrace.RETRACE_LIMIT`
+re-traces, or when the state cannot be described, the energy runs eagerly with one warning.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -63,20 +66,19 @@ from torch import Tensor
 from .energy import EnergyFn
 from .errors import CompileFallbackWarning, warn  # the warning's old path still imports
 from .fold import fold_expanded_bmm
-from .trace_guard import State, Undescribable, describe
+from .retrace import RETRACES, Retracing, close  # noqa: F401 - RETRACES: counted here too
 
 MAX_ROWS = 4096
 #: ``value_gradient_hessian`` of a plain energy is traced by ``torch.func`` (forward-over-reverse,
 #: ``vmap``'s copies folded, ``fold.py``) from this dimension up, by ``n`` reverse passes below:
 #: the crossover measured in docs/benchmarks.md ("Hessian routes"); ``None``: always reverse
 FUNC_MIN_N: int | None = 16
-#: energies whose compilation failed (each then runs eagerly)
-FALLBACKS = {"count": 0}
-#: re-traces after the energy's Python state changed (``trace_guard.py``) or its compiled value
-#: disagreed with the eager one at a reused kernel's first row
-RETRACES = {"count": 0}
-#: re-traces of one energy before it runs eagerly for good (one ``CompileFallbackWarning``)
-RETRACE_LIMIT = 8
+#: energies whose compilation failed (each then runs eagerly); ``candidates`` / ``mixed``:
+#: energies whose fused multi-start kernel / backward kernel failed (that step runs eagerly)
+FALLBACKS = {"count": 0, "candidates": 0, "mixed": 0}
+#: kernels whose failure gives up only themselves (the caller then takes the eager route):
+#: multi-start's fused candidate scores and the backward's mixed product
+_OPTIONAL = ("candidates", "mixed")
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -92,14 +94,21 @@ def pad_rows(t: Tensor, size: int, dim: int = 0) -> Tensor:
     return torch.cat([t, first.expand(shape)], dim).contiguous()
 
 
+def _optional(kind: Any) -> str | None:
+    """The ``_OPTIONAL`` name of a kernel kind (``"candidates"`` or ``("mixed", wrt)``)."""
+    name = kind[0] if isinstance(kind, tuple) else kind
+    return name if name in _OPTIONAL else None
+
+
 def _rows(b: int) -> int:
     return min(b, MAX_ROWS)
 
 
-class CompiledEnergy:
+class CompiledEnergy(Retracing):
     """The user's energy with compiled no-gradient ``__call__`` and ``value_gradient_hessian``.
 
-    Calls that track gradients (the backward's ``∂∇E/∂w``) run the eager energy unchanged.
+    Calls that track gradients (the backward's ``∂∇E/∂w``) run the eager energy unchanged; the
+    kernels are re-traced when the Python state they baked in changes (:class:`Retracing`).
     """
 
     #: multi-start scores candidates one ``(B, n)`` call each (``solvers/multistart.py``)
@@ -109,10 +118,10 @@ class CompiledEnergy:
         self.energy = energy
         self.compile_seconds = 0.0
         self.error: str | None = None
-        self.retraces = 0
         self._kernels: dict[tuple[Any, ...], Callable[..., Any]] = {}
-        self._state: State | None = None  # the Python state the kernels were traced with
-        self._spot_check = False  # compare the next reused kernel's first row with eager
+        #: why an optional kernel (``_OPTIONAL``) could not be built; the others stay compiled
+        self.optional_errors: dict[str, str] = {}
+        self._init_guard()
 
     def __getattr__(self, name: str) -> Any:
         # declared closed forms of the wrapped energy stay visible (derivatives.py looks them up)
@@ -134,6 +143,26 @@ class CompiledEnergy:
 
         return func_value_gradient_hessian(self.energy, y, params)
 
+    def _candidates(self, cands: Tensor, *params: Tensor) -> Tensor:
+        """``(B, C)``: the energy of every candidate ``cands[:, j]`` ``(B, n)``, ``vmap``-ed over
+        ``j`` with the parameters unchanged (what ``C`` separate calls compute)."""
+        return torch.func.vmap(lambda yc: self.energy(yc, *params), in_dims=1, out_dims=1)(cands)
+
+    def _mixed(self, wrt: tuple[int, ...], y: Tensor, u: Tensor, *params: Tensor
+               ) -> tuple[Tensor, ...]:
+        """``(g, *∂<g, u>/∂w_i)``: see :meth:`mixed_vjp`."""
+        from .derivatives import gradient_graph
+
+        with torch.enable_grad():
+            ps = [p.detach().requires_grad_(True) if i in wrt else p
+                  for i, p in enumerate(params)]
+            _, g = gradient_graph(self.energy, y, ps)
+            targets = [ps[i] for i in wrt]
+            got = (torch.autograd.grad((g * u).sum(), targets, allow_unused=True)
+                   if g.requires_grad else [None] * len(targets))
+        return (g.detach(), *[torch.zeros_like(t) if d is None else d.detach()
+                              for t, d in zip(targets, got, strict=True)])
+
     def _vgh_route(self, n: int) -> Callable[..., Any]:
         """The function traced for ``value_gradient_hessian``: ``torch.func`` (then folded,
         ``fold.py``) for a plain energy with ``n ≥ FUNC_MIN_N``, else the eager one's."""
@@ -149,63 +178,6 @@ class CompiledEnergy:
             return self._vgh_func
         return self._vgh
 
-    # the guard ------------------------------------------------------------------------------
-    def refresh(self) -> None:
-        """Before reusing the kernels (once per ``argmin`` call): re-trace if the Python state
-        the energy reads changed since they were traced (``trace_guard.py``), and arm the value
-        check of the next reused kernel."""
-        if self.error is not None:
-            return
-        state = self._describe()
-        if state is None:
-            return
-        if self._state is None or not self._kernels:
-            self._state = state
-        elif state != self._state:
-            self._retrace(state, "the Python state it reads changed")
-        self._spot_check = bool(self._kernels)
-
-    def _describe(self) -> State | None:
-        try:
-            return describe(self.energy)
-        except Exception as exc:  # noqa: BLE001 - Undescribable, or a walk that failed: eager
-            if not isinstance(exc, Undescribable):
-                exc = Undescribable(f"{type(exc).__name__}: {str(exc)[:200]}")
-            self._give_up(
-                f"the Python state it reads cannot be guarded ({exc}): a compiled trace would "
-                "keep its value silently. Pass the values the energy reads as parameter "
-                "tensors, or keep them in plain numbers, tuples, dicts or small tensors")
-            return None
-
-    def _retrace(self, state: State, why: str) -> None:
-        """Drop the kernels (the next call traces them again); eager for good past
-        :data:`RETRACE_LIMIT`."""
-        self._kernels.clear()
-        self._state = state
-        self.retraces += 1
-        RETRACES["count"] += 1
-        if self.retraces > RETRACE_LIMIT:
-            self._give_up(
-                f"{why}, and it was re-traced {RETRACE_LIMIT} times: its Python state keeps "
-                "changing between calls. Pass the changing value (a scale, a weight, a flag) "
-                "as a parameter tensor instead of reading it from a closure, a global or an "
-                "attribute")
-
-    def _give_up(self, why: str) -> None:
-        self.error = why
-        FALLBACKS["count"] += 1
-        warn(f"argmin(compile=True): running the energy eagerly: {why} (counted in "
-             "wibergian.compiled.FALLBACKS)", CompileFallbackWarning)
-        self._kernels.clear()
-
-    def _agrees(self, out: Any, yb: Tensor, pb: list[Tensor], flags: list[bool]) -> bool:
-        """The compiled energy value at the block's first row equals the eager energy's."""
-        got = out[0] if isinstance(out, (tuple, list)) else out
-        with torch.no_grad():
-            want = self.energy(yb[:1], *(p[:1] if f else p for p, f in zip(pb, flags,
-                                                                           strict=True)))
-        return _close(got[:1], want)
-
     # protocol ---------------------------------------------------------------------------------
     def __call__(self, y: Tensor, *params: Tensor) -> Tensor:
         tracked = torch.is_grad_enabled() and (
@@ -219,6 +191,49 @@ class CompiledEnergy:
         if self.error is not None:
             return self._vgh(y, *params)
         return self._run("vgh", self._vgh_route(y.shape[-1]), y, params)
+
+    def candidate_values(self, cands: Tensor, *params: Tensor) -> Tensor | None:
+        """Energies ``(B, C)`` of candidates ``(B, C, n)`` from one fused kernel (no ``C``-fold
+        copies of the parameters, one pass), or ``None`` when that kernel cannot be built (the
+        caller then scores the candidates one call each; counted in ``FALLBACKS["candidates"]``).
+        """
+        if self.error is not None or "candidates" in self.optional_errors or cands.shape[0] == 0:
+            return None
+        return self._run("candidates", self._candidates, cands, params)
+
+    def mixed_vjp(self, y: Tensor, u: Tensor, params: Sequence[Tensor], wrt: tuple[int, ...]
+                  ) -> tuple[Tensor, list[Tensor]] | None:
+        """``(∇_y E, [∂/∂w_i Σ_b <∇_y E_b, u_b> for i in wrt])`` at ``y`` from one compiled
+        kernel: the backward's mixed product (``adjoint.py``) without an eager double
+        backward. ``u`` ``(B, n)`` is held fixed. Over blocks of rows the gradients of batched
+        parameters are concatenated and those of shared ones summed (an overlapping last block
+        has its repeated rows' ``u`` zeroed). ``None`` when the kernel cannot be built (the
+        caller takes the eager route; counted in ``FALLBACKS["mixed"]``)."""
+        b = y.shape[0]
+        if self.error is not None or "mixed" in self.optional_errors or b == 0:
+            return None
+        flags = [p.dim() >= 1 and p.shape[0] == b for p in params]
+        fn = functools.partial(self._mixed, wrt)
+        r = _rows(b)
+        gs: list[Tensor] = []
+        grads: list[list[Tensor]] = [[] for _ in wrt]
+        for lo in range(0, b, r):
+            start = min(lo, b - r)
+            skip = lo - start
+            ub = u[start:start + r]
+            if skip:
+                ub = ub.clone()
+                ub[:skip] = 0
+            pb = [p[start:start + r] if f else p for p, f in zip(params, flags, strict=True)]
+            out = self._run(("mixed", wrt), fn, y[start:start + r], [ub, *pb])
+            if out is None:
+                return None
+            gs.append(out[0][skip:])
+            for k, (i, gi) in enumerate(zip(wrt, out[1:], strict=True)):
+                grads[k].append(gi[skip:] if flags[i] else gi)
+        summed = [torch.cat(parts) if flags[i] else torch.stack(parts).sum(0)
+                  for i, parts in zip(wrt, grads, strict=True)]
+        return torch.cat(gs), summed
 
     # machinery ----------------------------------------------------------------------------
     def _run(self, kind: str, fn: Callable[..., Any], y: Tensor, params: Sequence[Tensor]) -> Any:
@@ -239,27 +254,21 @@ class CompiledEnergy:
             pb = [p[start:start + r].detach() if f else p.detach()
                   for p, f in zip(params, flags, strict=True)]
             kernel, out = self._kernels.get(key), None
-            if kernel is not None and self._spot_check:  # reused: its first row against eager
-                self._spot_check = False
+            if kernel is not None:
                 out = kernel(yb, *pb)
-                if not self._agrees(out, yb, pb, flags):
-                    state = self._describe()
-                    if state is not None:
-                        self._retrace(state, "its compiled value disagreed with the eager "
-                                      "energy's (state the guard does not see changed)")
-                    if self.error is not None:
-                        return fn(y, *params)
-                    kernel, out = None, None
+                if not self._checked_reuse(key, out, yb, pb, flags):  # re-traced (retrace.py)
+                    kernel = None
             if kernel is None:
-                kernel = self._build(key, fn, yb, pb)
+                kernel = None if self.error is not None else self._build(key, fn, yb, pb)
                 if kernel is None:  # compilation failed: eager for good
-                    return fn(y, *params)
-                self._spot_check = False  # built and checked against eager just now
-            if out is None:
+                    return None if _optional(kind) else fn(y, *params)
                 out = kernel(yb, *pb)
             skip = lo - start
-            outs.append(tuple(o[skip:] for o in out) if isinstance(out, (tuple, list))
-                        else out[skip:])
+            if skip == 0:  # (a whole block: outputs that are not per row, too, pass unchanged)
+                outs.append(out)
+            else:
+                outs.append(tuple(o[skip:] for o in out) if isinstance(out, (tuple, list))
+                            else out[skip:])
         if len(outs) == 1:
             return outs[0]
         if isinstance(outs[0], tuple):
@@ -283,23 +292,34 @@ class CompiledEnergy:
 
     def _build(self, key: tuple[Any, ...], fn: Callable[..., Any], yb: Tensor,
                pb: list[Tensor]) -> Callable[..., Any] | None:
-        if self._state is None:  # the state this trace reads (used without refresh())
-            self._state = self._describe()
-            if self._state is None:
-                return None
+        if not self._record_state():  # the state this trace bakes in cannot be guarded
+            return None
         t = time.perf_counter()
         try:
             with torch.no_grad():
                 graph = self._trace(fn, yb, pb)
                 kernel = torch.compile(graph, dynamic=False)
                 got = kernel(yb, *pb)
-                want = (self._vgh if fn == self._vgh_func else fn)(yb, *pb)
+                if fn == self._candidates:  # checked on a few rows, one eager call per candidate
+                    rows = min(yb.shape[0], 64)
+                    got = got[:rows]
+                    pr = [p[:rows] if p.dim() >= 1 and p.shape[0] == yb.shape[0] else p
+                          for p in pb]
+                    want = torch.stack([self.energy(yb[:rows, j], *pr)
+                                        for j in range(yb.shape[1])], 1)
+                else:
+                    want = (self._vgh if fn == self._vgh_func else fn)(yb, *pb)
             got_t = got if isinstance(got, (tuple, list)) else (got,)
             want_t = want if isinstance(want, (tuple, list)) else (want,)
             for g, w in zip(got_t, want_t, strict=True):
-                if not _close(g, w):
+                if not close(g, w):
                     raise RuntimeError("the compiled kernel disagrees with the eager energy")
         except Exception as exc:  # noqa: BLE001 - any failure: eager, once, counted
+            name = _optional(key[0])
+            if name:  # only this kernel is given up: its caller takes the eager route
+                self.optional_errors[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                FALLBACKS[name] += 1
+                return None
             self.error = f"{type(exc).__name__}: {str(exc)[:300]}"
             FALLBACKS["count"] += 1
             warn(
@@ -314,11 +334,40 @@ class CompiledEnergy:
         return kernel
 
 
-def _close(got: Tensor, want: Tensor) -> bool:
-    """A compiled result equals the eager one up to rounding (fused kernels sum differently)."""
-    tol = 1e-6 if want.dtype == torch.float64 else 1e-3
-    return got.shape == want.shape and torch.allclose(got, want, rtol=tol, atol=tol,
-                                                      equal_nan=True)
+def mixed_kernel(spec: Any, y: Tensor, params: Sequence[Tensor], needs: Sequence[bool]
+                 ) -> Callable[[Tensor], tuple[Tensor, list[Tensor | None]]] | None:
+    """For ``adjoint.vjp``: ``u ↦ (∇_y E, [∂<∇_y E, u>/∂w_i or None per parameter])`` from the
+    compiled :meth:`CompiledEnergy.mixed_vjp`, where it applies: a compiled energy, the implicit
+    adjoint with the dense back end and the forward's Hessian or factor (so the solve needs no
+    gradient graph), no ``torch.func`` transform active. Else ``None`` (the eager route); a
+    kernel that then fails to build returns ``None`` from the call and the eager route runs."""
+    from .function import _transforms_active
+
+    energy = spec.energy
+    if (not isinstance(energy, CompiledEnergy) or energy.error is not None
+            or "mixed" in energy.optional_errors or spec.mode != "implicit"
+            or spec.backend != "dense" or _transforms_active()):
+        return None
+    factor = spec.factor
+    if spec.hessian is None and not (factor is not None
+                                     and factor.solves(spec.damping, spec.regulariser)):
+        return None
+    wrt = tuple(i for i, (p, n) in enumerate(zip(params, needs, strict=True))
+                if n and p.is_floating_point())
+    if not wrt:
+        return None
+    return lambda u: _mixed_or_eager(energy, y, u, params, wrt)
+
+
+def _mixed_or_eager(energy: CompiledEnergy, y: Tensor, u: Tensor, params: Sequence[Tensor],
+                    wrt: tuple[int, ...]) -> tuple[Tensor, list[Tensor | None]]:
+    """:meth:`CompiledEnergy.mixed_vjp`, or the same quantities eagerly if it cannot be built."""
+    ps = [p.detach() for p in params]
+    out = energy.mixed_vjp(y.detach(), u.detach(), ps, wrt)
+    if out is not None:
+        return out[0], list(out[1])
+    g, *grads = energy._mixed(wrt, y.detach(), u.detach(), *ps)
+    return g, list(grads)
 
 
 def compiled_energy(energy: EnergyFn) -> CompiledEnergy:
@@ -335,5 +384,5 @@ def compiled_energy(energy: EnergyFn) -> CompiledEnergy:
     if hit is None:
         hit = CompiledEnergy(energy)
         _cache[energy] = hit
-    hit.refresh()
+    hit.refresh()  # re-traced if the Python state its kernels baked in changed (retrace.py)
     return hit

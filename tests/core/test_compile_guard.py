@@ -20,6 +20,7 @@ from torch import nn
 
 import wibergian
 import wibergian.compiled as compiled_mod
+import wibergian.retrace as retrace
 from wibergian.trace_guard import Undescribable, describe
 
 D = torch.float64
@@ -164,7 +165,7 @@ def test_changed_state_is_retraced(pattern):
 
 
 def test_retrace_limit_falls_back_to_eager_once(monkeypatch):
-    monkeypatch.setattr(compiled_mod, "RETRACE_LIMIT", 2)
+    monkeypatch.setattr(retrace, "RETRACE_LIMIT", 2)
     energy, set_scale = _nonlocal_float()
     fb0 = compiled_mod.FALLBACKS["count"]
     set_scale(1.0)

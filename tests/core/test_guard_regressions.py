@@ -457,3 +457,38 @@ def test_lbfgs_replaces_an_accepted_point_without_a_gradient_by_a_shorter_step()
     assert acc2.tolist() == [True, True] and float(y2[0, 0]) == 1.5  # half the step
     assert torch.isfinite(g2).all() and float(y2[1, 0]) == 2.0  # problem 1 untouched
     assert float(e2[0]) < float(e[0])
+
+
+def test_y_dependence_is_tested_once_per_energy_object():
+    """The start's autograd check runs on the first call of an energy object; later calls
+    evaluate the start without a graph (what lets compile=True use its compiled value there)."""
+    calls = []
+
+    def energy(y, w):
+        calls.append(torch.is_grad_enabled() and y.requires_grad)
+        return ((y - w) ** 2).sum(-1)
+
+    w = torch.ones(2, 3, dtype=torch.float64)
+    y0 = torch.zeros(2, 3, dtype=torch.float64)
+    wibergian.argmin(energy, y0, (w,))
+    first = calls[0]
+    calls.clear()
+    wibergian.argmin(energy, y0, (w,))
+    assert first is True and calls[0] is False
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nonfinite_params_found_by_the_reductions(bad):
+    """The finiteness test (largest and smallest entry) finds NaN and ±Inf anywhere."""
+    w = torch.ones(4, 3, dtype=torch.float64)
+    w[2, 1] = bad
+    with pytest.raises(ValueError, match=r"params\[0\] contains NaN or Inf"):
+        wibergian.argmin(_sq_w, torch.zeros(4, 3, dtype=torch.float64), (w,))
+    y0 = torch.zeros(4, 3, dtype=torch.float64)
+    y0[3, 0] = bad
+    with pytest.raises(ValueError, match="y0 contains NaN or Inf"):
+        wibergian.argmin(_sq_w, y0, (torch.ones(4, 3, dtype=torch.float64),))
+
+
+def _sq_w(y, w):
+    return ((y - w) ** 2).sum(-1)
