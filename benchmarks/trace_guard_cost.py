@@ -10,8 +10,9 @@
    (fingerprint + the value check of the first reused kernel's first row against eager) against
    the same call with ``CompiledEnergy.refresh`` patched to do nothing (the unguarded path), on
    the dense logistic workload (B = ``--batch``, n = 10) and W1 (multi-start over K = 72 wells).
-   Calls alternate; medians over ``--repeats``. The paired difference is below the timing noise
-   of a shared machine, so the guard's share is also given as its per-call cost from 1 over the
+   Calls alternate; CPU-time medians over ``--repeats``. The paired difference is below the
+   timing noise of a shared machine, so the guard's share is also given as its per-call cost
+   from 1 (one fingerprint plus the counted value checks, one per reused checked kernel) over the
    unguarded call's time.
 
 All data are generated (seeded: ``DenseData(B, 10, seed=0)``, ``make_w1(B, seed=0)``); one thread.
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 import wibergian
-from wibergian import compiled
+from wibergian import compiled, retrace
 from wibergian.bench.user import DenseData, logistic_energy
 from wibergian.bench.w1 import W1Energy, make_w1, w1_energy
 from wibergian.trace_guard import describe
@@ -56,7 +57,7 @@ def _us_per_call(fn: Callable[[], object], loops: int = 2000, repeats: int = 7) 
     return statistics.median(times)
 
 
-def fingerprint_costs(repeats: int) -> dict[str, float]:
+def fingerprint_costs(repeats: int) -> dict[str, tuple[float, float]]:
     layer = wibergian.ArgminLayer(_Small())
     layer(torch.zeros(2, 4), torch.zeros(2, 4))  # builds its energy function
     layer_fn = next(iter(layer._energy_fns.values()))
@@ -78,7 +79,7 @@ def fingerprint_costs(repeats: int) -> dict[str, float]:
             with torch.no_grad():
                 vc = _us_per_call(lambda fn=fn, y=y, ps=ps: fn(y, *ps), repeats=repeats)
             line += f"   value check {vc:8.1f}"
-            costs[check] = (fp + vc) * 1e-6
+            costs[check] = (fp * 1e-6, vc * 1e-6)
         print(line)
     return costs
 
@@ -91,7 +92,24 @@ def _step(energy: Callable[..., torch.Tensor], y0: torch.Tensor, params: tuple, 
     y.square().sum().backward()
 
 
-def call_costs(batch: int, repeats: int, costs: dict[str, float]) -> None:
+def _value_checks_per_call(run: Callable[[], None]) -> int:
+    """How many eager one-row value checks one guarded call makes (kernels already built)."""
+    count = [0]
+    real = retrace.Retracing._checked_reuse
+
+    def counting(self, key, *args):  # type: ignore[no-untyped-def]
+        count[0] += key in self._unchecked and key[0] in retrace._CHECKED
+        return real(self, key, *args)
+
+    retrace.Retracing._checked_reuse = counting  # type: ignore[method-assign]
+    try:
+        run()
+    finally:
+        retrace.Retracing._checked_reuse = real  # type: ignore[method-assign]
+    return count[0]
+
+
+def call_costs(batch: int, repeats: int, costs: dict[str, tuple[float, float]]) -> None:
     d = DenseData(batch, 10, seed=0)
     w = make_w1(batch, seed=0)
     cands = torch.stack([w.a, w.c], -1)
@@ -103,28 +121,32 @@ def call_costs(batch: int, repeats: int, costs: dict[str, float]) -> None:
             w1_energy, cands[:, 0], (w.a, w.c, w.m, w.s0, w.s1), candidates=cands)),
     }
     real = compiled.CompiledEnergy.refresh
-    print(f"2. argmin(compile=True) forward+backward, seconds (median of {repeats}): guarded "
+    print(f"2. argmin(compile=True) forward+backward, CPU seconds (median of {repeats}): guarded "
           "against unguarded")
     for name, (check, run) in work.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             run()  # compile
+        checks = _value_checks_per_call(run)
         before = compiled.RETRACES["count"]
         guarded, bare = [], []
         for _ in range(repeats):
             for patched, into in ((False, guarded), (True, bare)):
                 if patched:
                     compiled.CompiledEnergy.refresh = lambda self: None  # type: ignore[method-assign]
-                t = time.perf_counter()
+                t = time.process_time()  # CPU seconds: less disturbed by other processes
                 run()
-                into.append(time.perf_counter() - t)
+                into.append(time.process_time() - t)
                 compiled.CompiledEnergy.refresh = real  # type: ignore[method-assign]
         g, b = statistics.median(guarded), statistics.median(bare)
         diffs = [x - y for x, y in zip(guarded, bare, strict=True)]
-        print(f"   {name:38s} {g:.4f} vs {b:.4f}: ratio {g / b:.3f}, paired difference median "
-              f"{statistics.median(diffs) * 1e3:+.2f} ms (noise-bound); re-traces "
-              f"{compiled.RETRACES['count'] - before}; the guard's per-call cost from 1 "
-              f"(describe + value check) / the unguarded call: {costs[check] / b:.2%}")
+        mean = statistics.mean(diffs)
+        half = 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5
+        print(f"   {name:38s} {g:.4f} vs {b:.4f}: ratio {g / b:.3f}, paired difference mean "
+              f"{mean * 1e3:+.2f} ms (95 % CI ±{half * 1e3:.2f}); re-traces "
+              f"{compiled.RETRACES['count'] - before}; value checks per call {checks}; the "
+              f"guard's per-call cost from 1 (describe + {checks} value checks) / the unguarded "
+              f"call: {(costs[check][0] + checks * costs[check][1]) / b:.2%}")
 
 
 def main() -> None:

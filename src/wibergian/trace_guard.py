@@ -5,7 +5,7 @@ that is not an argument (a closure float, a module-level global, ``self.sigma`` 
 object, a ``functools.partial`` keyword, a Python number read from a tensor by ``.item()``) is
 baked into the graph as a constant. :func:`describe` walks what the energy can read and returns a
 :class:`State` whose ``key`` compares equal exactly when none of it changed (as far as the walk
-sees, below); ``compiled.py`` re-traces when it does not (like ``jax.jit`` re-tracing on a new
+sees, below); ``retrace.py`` re-traces when it does not (like ``jax.jit`` re-tracing on a new
 static argument, but from the closure instead of the arguments).
 
 What is walked, from the energy:
@@ -19,7 +19,8 @@ What is walked, from the energy:
   ``__func__``); an object of a user class (the class's functions and class attributes, its
   bases, and the instance's ``__dict__`` / ``__slots__``): a callable object's ``__call__`` and
   ``self.sigma`` are covered; ``torch.nn.Module`` (parameters, buffers, ``training`` and the other
-  attributes, submodules recursively: all in its ``__dict__``);
+  attributes, submodules recursively: all in its ``__dict__``; empty hook dicts skipped);
+  ``types.SimpleNamespace`` and ``argparse.Namespace`` like objects of a user class;
 - values: ``None``/bool/int/float/complex/str/bytes, ``torch.dtype``/``device``/``Size``,
   ranges and slices by value; enums, classes and functions of libraries by identity; tuples,
   lists, dicts, sets by content (at most :data:`LIMIT` entries each); tensors by
@@ -32,7 +33,7 @@ value check of ``compiled.py`` is the second line of defence). Objects of a libr
 identities too (a ``torch.Generator``, an ``OpOverload``). What the walk cannot describe
 honestly (a container or array over :data:`LIMIT`, more than :data:`BUDGET` nodes, user functions
 nested deeper than :data:`MAX_DEPTH`, a generator or iterator, an object of a user class with
-neither ``__dict__`` nor ``__slots__``) raises :class:`Undescribable`; ``compiled.py`` then runs
+neither ``__dict__`` nor ``__slots__``) raises :class:`Undescribable`; ``retrace.py`` then runs
 that energy eagerly (one warning) rather than guess.
 
 A closed-over tensor cannot be baked by itself: ``make_fx``'s fake tracing refuses an operation
