@@ -29,7 +29,7 @@ What is walked, from the energy:
 
 Modules and functions of libraries (the standard library, torch, numpy, scipy, …: see
 :data:`LIBRARIES`) are identities: their internal state is not walked (documented limit; the
-value check of ``compiled.py`` is the second line of defence). Objects of a library type are
+value check of ``retrace.py`` is the second line of defence). Objects of a library type are
 identities too (a ``torch.Generator``, an ``OpOverload``). What the walk cannot describe
 honestly (a container or array over :data:`LIMIT`, more than :data:`BUDGET` nodes, user functions
 nested deeper than :data:`MAX_DEPTH`, a generator or iterator, an object of a user class with

@@ -75,8 +75,8 @@ def _nonlocal_float():
 
 
 def _global_in_comprehension():
-    def energy(y, w):  # the global is read by the generator expression's own code object
-        return sum(_base(y, w, SCALE) * k for k in (1.0,))
+    def energy(y, w):  # the global is read by the comprehension (its own code object before
+        return [_base(y, w, SCALE) for _ in (0,)][0]  # Python 3.12)
 
     def set_scale(c):
         global SCALE
@@ -345,3 +345,28 @@ def test_closed_over_tensor_in_an_operation_runs_eagerly():
     c.fill_(3.0)
     y3, _ = _same_as_eager(energy)
     assert not torch.allclose(y1, y3)
+
+
+def test_value_check_covers_multistart_scores():
+    """The fused multi-start kernel (``candidates``) is checked on its first reuse too: a change
+    the fingerprint cannot see re-traces, and the chosen start and y* equal eager's."""
+    arr = array.array("d", [1.0])
+
+    def energy(y, w):
+        return _base(y, w, arr[0])
+
+    w = torch.linspace(0.5, 1.5, 8, dtype=D).reshape(4, 2)
+    cands = torch.stack([torch.full((4, 2), v, dtype=D) for v in (-2.0, 0.0, 2.0)], 1)
+
+    def solve(compile):
+        return wibergian.argmin(energy, cands[:, 0], (w,), candidates=cands, compile=compile,
+                                warn=False, return_info=True)
+
+    solve(True)
+    assert "candidates" in {k[0] for k in compiled_mod.compiled_energy(energy)._kernels}
+    r0 = compiled_mod.RETRACES["count"]
+    arr[0] = 3.0
+    (y, info), (y_e, info_e) = solve(True), solve(False)
+    assert compiled_mod.RETRACES["count"] == r0 + 1
+    assert torch.equal(info.start_index, info_e.start_index)
+    torch.testing.assert_close(y, y_e, rtol=1e-9, atol=1e-10)
