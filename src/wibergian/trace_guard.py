@@ -27,14 +27,15 @@ What is walked, from the energy:
   ``(identity, _version, shape, dtype, device)`` (never their data: no copy); numpy arrays of at
   most :data:`LIMIT` elements by value.
 
-Modules and functions of libraries (the standard library, torch, numpy, scipy, …: see
-:data:`LIBRARIES`) are identities: their internal state is not walked (documented limit; the
-value check of ``retrace.py`` is the second line of defence). Objects of a library type are
-identities too (a ``torch.Generator``, an ``OpOverload``). What the walk cannot describe
-honestly (a container or array over :data:`LIMIT`, more than :data:`BUDGET` nodes, user functions
-nested deeper than :data:`MAX_DEPTH`, a generator or iterator, an object of a user class with
-neither ``__dict__`` nor ``__slots__``) raises :class:`Undescribable`; ``retrace.py`` then runs
-that energy eagerly (one warning) rather than guess.
+Modules and functions of libraries (the standard library, torch, numpy, …, :data:`LIBRARIES`, and
+every package installed in site-packages except ``wibergian``) are identities: their internal
+state is not walked (documented limit; the value check of ``retrace.py`` is the second line of
+defence). Objects of a library type are identities too (a ``torch.Generator``, an
+``OpOverload``). The energy itself is always walked, wherever it is defined. What the walk
+cannot describe honestly (a container or array over :data:`LIMIT`, more than :data:`BUDGET`
+nodes, user functions nested deeper than :data:`MAX_DEPTH`, a generator or iterator, an object
+of a user class with neither ``__dict__`` nor ``__slots__``) raises :class:`Undescribable`;
+``retrace.py`` then runs that energy eagerly (one warning) rather than guess.
 
 A closed-over tensor cannot be baked by itself: ``make_fx``'s fake tracing refuses an operation
 on a real tensor (the energy then falls back to eager), but ``t.item()`` / ``t.tolist()`` on one
@@ -50,7 +51,10 @@ from __future__ import annotations
 import dis
 import enum
 import functools
+import os
+import site
 import sys
+import sysconfig
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -64,10 +68,13 @@ LIMIT = 1000
 BUDGET = 20_000
 #: levels of user functions / objects walked from the energy
 MAX_DEPTH = 8
-#: top-level packages whose modules, functions, classes and objects are taken by identity
-LIBRARIES = frozenset(sys.stdlib_module_names) | {
+#: top-level packages whose modules, functions, classes and objects are taken by identity, with
+#: every package installed in site-packages (except :data:`USER_PACKAGES`)
+LIBRARIES = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names) | {
     "torch", "numpy", "scipy", "functorch", "sympy", "triton", "typing_extensions", "_pytest",
     "pytest", "jax", "jaxlib", "cv2"}
+#: packages walked like the user's code even when installed (their energies hold user state)
+USER_PACKAGES = frozenset({"wibergian"})
 #: attribute of an energy naming the ``nn.Module`` whose parameters it receives as arguments
 PASSED_PARAMETERS = "_wibergian_passed_parameters"
 
@@ -104,8 +111,40 @@ class State:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _installed_dirs() -> tuple[str, ...]:
+    dirs = {sysconfig.get_paths().get(k) for k in ("purelib", "platlib", "stdlib", "platstdlib")}
+    try:
+        dirs.update(site.getsitepackages())
+        dirs.add(site.getusersitepackages())
+    except AttributeError:  # a virtualenv's old site.py
+        pass
+    return tuple(os.path.join(os.path.abspath(d), "") for d in dirs if d)
+
+
+_INSTALLED = _installed_dirs()
+_library_cache: dict[str, bool] = {}
+
+
 def _is_library(module_name: str | None) -> bool:
-    return module_name is not None and module_name.partition(".")[0] in LIBRARIES
+    """Whether the module's top-level package is a library: the standard library, a listed one,
+    or one installed in site-packages (not the user's code, not :data:`USER_PACKAGES`)."""
+    if module_name is None:
+        return False
+    root = module_name.partition(".")[0]
+    hit = _library_cache.get(root)
+    if hit is None:
+        if root in USER_PACKAGES:
+            hit = False
+        elif root in LIBRARIES:
+            hit = True
+        else:
+            module = sys.modules.get(root)
+            if module is None:  # not imported (yet): decide when it is
+                return False
+            file = getattr(module, "__file__", None)
+            hit = file is not None and os.path.abspath(file).startswith(_INSTALLED)
+        _library_cache[root] = hit
+    return hit
 
 
 def _code_names(code: types.CodeType) -> tuple[tuple[str, ...], frozenset[str]]:
@@ -215,7 +254,7 @@ class _Walker:
         if isinstance(v, type):
             self._class(v, depth)
             return
-        if (isinstance(v, torch.nn.Module) or not _is_library(t.__module__)
+        if (isinstance(v, torch.nn.Module) or depth == 0 or not _is_library(t.__module__)
                 or t is types.SimpleNamespace or (t.__module__ == "argparse"
                                                   and t.__name__ == "Namespace")):
             self._object(v, depth, names, nest)
@@ -251,7 +290,7 @@ class _Walker:
         out = self.out
         out.append("fn")
         self.ident(fn)
-        if _is_library(fn.__module__) or not self.once(fn):
+        if (depth > 0 and _is_library(fn.__module__)) or not self.once(fn):
             return
         if depth > MAX_DEPTH:
             raise Undescribable(f"user functions nested more than {MAX_DEPTH} levels deep "

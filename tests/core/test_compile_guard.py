@@ -21,6 +21,7 @@ from torch import nn
 import wibergian
 import wibergian.compiled as compiled_mod
 import wibergian.retrace as retrace
+import wibergian.trace_guard as trace_guard
 from wibergian.trace_guard import Undescribable, describe
 
 D = torch.float64
@@ -327,6 +328,9 @@ def test_fingerprint_walks_objects_namespaces_and_helpers():
     gen.manual_seed(3)  # library object: identity only (documented limit)
     before = describe(energy)
     assert describe(energy) == before
+    installed = pytest.importorskip("packaging.version")  # a site-packages package
+    assert trace_guard._is_library(installed.__name__)
+    assert not trace_guard._is_library("wibergian.experiments") and trace_guard._is_library("os")
     big = np.zeros(5000)
     with pytest.raises(Undescribable, match="numpy array"):
         describe(lambda y, w: y * float(big[0]))
