@@ -11,9 +11,10 @@
    the same call with ``CompiledEnergy.refresh`` patched to do nothing (the unguarded path), on
    the dense logistic workload (B = ``--batch``, n = 10) and W1 (multi-start over K = 72 wells).
    Calls alternate; CPU-time medians over ``--repeats``. The paired difference is below the
-   timing noise of a shared machine, so the guard's share is also given as its per-call cost
-   from 1 (one fingerprint plus the counted value checks, one per reused checked kernel) over the
-   unguarded call's time.
+   timing noise of a shared machine, so the guard's share is also measured directly: the CPU
+   time spent inside ``refresh`` and the value checks during guarded calls (an eager call on one
+   row costs more there than alone, its data cold after the compiled kernels), and as the cost
+   from 1 (one fingerprint plus the counted value checks) over the unguarded call's time.
 
 All data are generated (seeded: ``DenseData(B, 10, seed=0)``, ``make_w1(B, seed=0)``); one thread.
 """
@@ -92,21 +93,34 @@ def _step(energy: Callable[..., torch.Tensor], y0: torch.Tensor, params: tuple, 
     y.square().sum().backward()
 
 
-def _value_checks_per_call(run: Callable[[], None]) -> int:
-    """How many eager one-row value checks one guarded call makes (kernels already built)."""
-    count = [0]
-    real = retrace.Retracing._checked_reuse
+def _guard_in_call(run: Callable[[], None], calls: int) -> tuple[float, float, float]:
+    """(value checks per call, CPU seconds per call in ``refresh`` and in the value checks),
+    measured inside guarded calls (kernels already built)."""
+    spent = {"refresh": 0.0, "check": 0.0, "checks": 0}
+    refresh, check = retrace.Retracing.refresh, retrace.Retracing._checked_reuse
 
-    def counting(self, key, *args):  # type: ignore[no-untyped-def]
-        count[0] += key in self._unchecked and key[0] in retrace._CHECKED
-        return real(self, key, *args)
+    def timed_refresh(self):  # type: ignore[no-untyped-def]
+        t = time.thread_time()
+        refresh(self)
+        spent["refresh"] += time.thread_time() - t
 
-    retrace.Retracing._checked_reuse = counting  # type: ignore[method-assign]
+    def timed_check(self, key, *args):  # type: ignore[no-untyped-def]
+        armed = self._group.get(key, -1) in self._unchecked
+        spent["checks"] += armed and key[0] in retrace._CHECKED
+        t = time.thread_time()
+        out = check(self, key, *args)
+        spent["check"] += time.thread_time() - t
+        return out
+
+    retrace.Retracing.refresh = timed_refresh  # type: ignore[method-assign]
+    retrace.Retracing._checked_reuse = timed_check  # type: ignore[method-assign]
     try:
-        run()
+        for _ in range(calls):
+            run()
     finally:
-        retrace.Retracing._checked_reuse = real  # type: ignore[method-assign]
-    return count[0]
+        retrace.Retracing.refresh = refresh  # type: ignore[method-assign]
+        retrace.Retracing._checked_reuse = check  # type: ignore[method-assign]
+    return spent["checks"] / calls, spent["refresh"] / calls, spent["check"] / calls
 
 
 def call_costs(batch: int, repeats: int, costs: dict[str, tuple[float, float]]) -> None:
@@ -120,33 +134,35 @@ def call_costs(batch: int, repeats: int, costs: dict[str, tuple[float, float]]) 
         f"W1, B = {batch}, K = 72 candidates": ("w1", lambda: _step(
             w1_energy, cands[:, 0], (w.a, w.c, w.m, w.s0, w.s1), candidates=cands)),
     }
-    real = compiled.CompiledEnergy.refresh
+    real = retrace.Retracing.refresh
     print(f"2. argmin(compile=True) forward+backward, CPU seconds (median of {repeats}): guarded "
           "against unguarded")
     for name, (check, run) in work.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             run()  # compile
-        checks = _value_checks_per_call(run)
+        checks, in_refresh, in_checks = _guard_in_call(run, repeats)
         before = compiled.RETRACES["count"]
         guarded, bare = [], []
         for _ in range(repeats):
             for patched, into in ((False, guarded), (True, bare)):
                 if patched:
-                    compiled.CompiledEnergy.refresh = lambda self: None  # type: ignore[method-assign]
+                    retrace.Retracing.refresh = lambda self: None  # type: ignore[method-assign]
                 t = time.process_time()  # CPU seconds: less disturbed by other processes
                 run()
                 into.append(time.process_time() - t)
-                compiled.CompiledEnergy.refresh = real  # type: ignore[method-assign]
+                retrace.Retracing.refresh = real  # type: ignore[method-assign]
         g, b = statistics.median(guarded), statistics.median(bare)
         diffs = [x - y for x, y in zip(guarded, bare, strict=True)]
         mean = statistics.mean(diffs)
         half = 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5
         print(f"   {name:38s} {g:.4f} vs {b:.4f}: ratio {g / b:.3f}, paired difference mean "
               f"{mean * 1e3:+.2f} ms (95 % CI ±{half * 1e3:.2f}); re-traces "
-              f"{compiled.RETRACES['count'] - before}; value checks per call {checks}; the "
-              f"guard's per-call cost from 1 (describe + {checks} value checks) / the unguarded "
-              f"call: {(costs[check][0] + checks * costs[check][1]) / b:.2%}")
+              f"{compiled.RETRACES['count'] - before}")
+        print(f"   {'':38s} inside the calls: refresh {in_refresh * 1e6:.0f} µs, {checks:.1f} "
+              f"value checks {in_checks * 1e6:.0f} µs (CPU per call) = "
+              f"{(in_refresh + in_checks) / b:.2%} of the unguarded call; from 1: "
+              f"{(costs[check][0] + checks * costs[check][1]) / b:.2%}")
 
 
 def main() -> None:

@@ -331,6 +331,7 @@ class CompiledEnergy(Retracing):
         finally:
             self.compile_seconds += time.perf_counter() - t
         self._kernels[key] = kernel
+        self._built(key)
         return kernel
 
 

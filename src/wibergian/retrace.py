@@ -7,12 +7,15 @@ traced with and, before they are reused (:meth:`Retracing.refresh`, once per ``a
 1. compares it with the energy's fingerprint now; on a difference, drops every kernel (the next
    call traces them again; its compile seconds reach ``info.compile_s``), counted in
    :data:`RETRACES`;
-2. arms a value check: the first reuse in the call of each kernel built before it (``value``,
+2. arms a value check: the first reuse in the call of a kernel built before it (``value``,
    ``vgh``, ``candidates``) compares the block's first row with the eager energy's value (one
-   eager call on one row each) and drops the kernels on a mismatch: state the fingerprint does
-   not see (inside library objects). It cannot see a change that leaves the energy's value at
-   that point unchanged; the backward's ``mixed`` kernel is not checked (a change between
-   ``argmin`` and its backward is not seen: the backward uses the kernels the forward checked).
+   eager call on one row) and drops the kernels on a mismatch: state the fingerprint does not
+   see (inside library objects). Kernels traced in the same call baked the same state, so one
+   check per such group and call suffices (groups all checked in one call are then merged:
+   usually one eager call per ``argmin`` call). It cannot see a change that leaves the energy's
+   value at that point unchanged; the backward's ``mixed`` kernel is not checked (a change
+   between ``argmin`` and its backward is not seen: the backward uses the kernels the forward
+   checked).
 
 Past :data:`RETRACE_LIMIT` re-traces of one energy, it runs eagerly for good with one
 ``CompileFallbackWarning`` (its state keeps changing: pass the changing value as a parameter
@@ -22,6 +25,7 @@ Both are counted in ``compiled.FALLBACKS["count"]``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -35,6 +39,9 @@ from .trace_guard import State, Undescribable, describe
 RETRACES = {"count": 0}
 #: re-traces of one energy before it runs eagerly for good (like ``torch.compile``'s cache limit)
 RETRACE_LIMIT = 8
+#: the value check (2. above); ``False`` keeps the fingerprint alone (saves one eager call on
+#: one row per ``argmin`` call: 0.1-2 % of a call at B = 1,000, benchmarks/trace_guard_cost.py)
+VALUE_CHECK = True
 #: kernel kinds whose first row the value check compares with the eager energy's value
 _CHECKED = ("value", "vgh", "candidates")
 
@@ -44,6 +51,15 @@ def close(got: Tensor, want: Tensor) -> bool:
     tol = 1e-6 if want.dtype == torch.float64 else 1e-3
     return got.shape == want.shape and torch.allclose(got, want, rtol=tol, atol=tol,
                                                       equal_nan=True)
+
+
+def _close_value(got: Tensor, want: Tensor) -> bool:
+    """:func:`close` for one energy value, on Python floats (two reads, no tensor temporaries)."""
+    if got.numel() != 1 or want.numel() != 1:
+        return close(got, want)
+    g, w = float(got), float(want)
+    tol = 1e-6 if want.dtype == torch.float64 else 1e-3
+    return g == w or abs(g - w) <= tol + tol * abs(w) or (math.isnan(g) and math.isnan(w))
 
 
 class Retracing:
@@ -57,7 +73,11 @@ class Retracing:
     def _init_guard(self) -> None:
         self.retraces = 0
         self._state: State | None = None  # the Python state the kernels were traced with
-        self._unchecked: set[tuple[Any, ...]] = set()  # kernels to check on their next reuse
+        # kernels traced in one call share the state they baked in: one group (the call's
+        # number), checked once per call; groups all checked in a call are merged after it
+        self._calls = 0
+        self._group: dict[tuple[Any, ...], int] = {}
+        self._unchecked: set[int] = set()  # groups to check on a kernel's next reuse
 
     def refresh(self) -> None:
         """Before reusing the kernels (once per ``argmin`` call): re-trace if the Python state
@@ -71,8 +91,16 @@ class Retracing:
             self._state = state
         elif state != self._state:
             self._retrace(state, "the Python state it reads changed")
-        self._unchecked = set(self._kernels)
+        groups = {self._group.get(k, -1) for k in self._kernels} if VALUE_CHECK else set()
+        if groups and not self._unchecked:  # every group agreed with the last call's state
+            self._group = dict.fromkeys(self._kernels, min(groups))
+            groups = {min(groups)}
+        self._calls += 1
+        self._unchecked = groups
 
+    def _built(self, key: tuple[Any, ...]) -> None:
+        """A kernel was traced (and checked against eager) in this call."""
+        self._group[key] = self._calls
     def _record_state(self) -> bool:
         """Before a trace: the state it reads, if not recorded yet (an energy used without
         :meth:`refresh`); ``False`` when it cannot be described (then eager)."""
@@ -95,6 +123,7 @@ class Retracing:
     def _retrace(self, state: State, why: str) -> None:
         """Drop the kernels (the next call traces them again); eager past the limit."""
         self._kernels.clear()
+        self._group.clear()
         self._unchecked.clear()
         self._state = state
         self.retraces += 1
@@ -117,21 +146,20 @@ class Retracing:
 
     def _checked_reuse(self, key: tuple[Any, ...], out: Any, yb: Tensor, pb: list[Tensor],
                        flags: list[bool]) -> bool:
-        """The value check of a reused kernel (armed by :meth:`refresh`, once per kernel and
-        call): ``False`` after a mismatch, the kernels then dropped (re-traced, or eager past
-        the limit)."""
-        if key not in self._unchecked:
+        """The value check of a reused kernel (armed by :meth:`refresh`: once per call and group
+        of kernels traced together): ``False`` after a mismatch, the kernels then dropped
+        (re-traced, or eager past the limit)."""
+        group = self._group.get(key, -1)
+        if group not in self._unchecked or key[0] not in _CHECKED:
             return True
-        self._unchecked.discard(key)
+        self._unchecked.discard(group)
         kind = key[0]
-        if kind not in _CHECKED:
-            return True
         got = out[0] if isinstance(out, (tuple, list)) else out
         y1 = yb[:1, 0] if kind == "candidates" else yb[:1]
         got = got[:1, 0] if kind == "candidates" else got[:1]
         with torch.no_grad():
             want = self.energy(y1, *(p[:1] if f else p for p, f in zip(pb, flags, strict=True)))
-        if close(got, want):
+        if _close_value(got, want):
             return True
         state = self._describe()
         if state is not None:
