@@ -47,9 +47,10 @@ a ``functools.partial`` keyword, ``t.item()`` of a closed-over tensor, ``module.
 baked into them as a constant. So :func:`compiled_energy` (once per ``argmin`` call) calls
 ``refresh()`` (``retrace.py``): the kernels are dropped and traced again when the fingerprint of
 what the energy reads (``trace_guard.py`` lists what is walked and what is not) changed, counted
-in :data:`RETRACES` (the compile seconds in ``compile_s``); each kernel's first reuse in a call
-is checked on one row against the eager energy's value; past :data:`retrace.RETRACE_LIMIT`
-re-traces, or when the state cannot be described, the energy runs eagerly with one warning.
+in :data:`RETRACES` (the compile seconds in ``compile_s``); a reused kernel is checked on one
+row against the eager energy's value (once per call and group of kernels traced together);
+past :data:`retrace.RETRACE_LIMIT` re-traces, or when the state cannot be described, the energy
+runs eagerly with one warning.
 """
 
 from __future__ import annotations
