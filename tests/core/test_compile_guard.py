@@ -374,3 +374,54 @@ def test_value_check_covers_multistart_scores():
     assert compiled_mod.RETRACES["count"] == r0 + 1
     assert torch.equal(info.start_index, info_e.start_index)
     torch.testing.assert_close(y, y_e, rtol=1e-9, atol=1e-10)
+
+
+def test_value_check_once_per_call_and_group(monkeypatch):
+    """The bookkeeping alone (no compiler): kernels traced in one call form a group checked once
+    per call (one eager call); groups all checked in a call merge; a group not reused stays
+    separate and is checked when it is; VALUE_CHECK = False checks nothing."""
+    calls = []
+
+    def energy(y, w):
+        calls.append(y.shape[0])
+        return (y * w).sum(-1)
+
+    class Kernels(retrace.Retracing):
+        def __init__(self):
+            self.energy, self.error, self._kernels = energy, None, {}
+            self._init_guard()
+
+        def reuse(self, kind):
+            w = torch.ones(3, 2, dtype=D)
+            if kind == "candidates":  # (B, C, n) candidates, (B, C) scores
+                y = torch.ones(3, 4, 2, dtype=D)
+                out = torch.stack([energy(y[:, j], w) for j in range(4)], 1)
+            else:
+                y = torch.ones(3, 2, dtype=D)
+                out = energy(y, w)
+            calls.clear()
+            ok = self._checked_reuse((kind,), out, y, [w], [True])
+            return ok, len(calls)
+
+        def build(self, kind):
+            self._kernels[(kind,)] = object()
+            self._built((kind,))
+
+    k = Kernels()
+    k.refresh()
+    k.build("value")
+    k.build("vgh")
+    k.refresh()  # call 2: the call-1 group is checked once
+    assert k.reuse("vgh") == (True, 1) and k.reuse("value") == (True, 0)
+    k.build("candidates")  # a second group, traced in call 2
+    k.refresh()  # call 3: every group was checked in call 2 -> merged, one check
+    assert k.reuse("candidates") == (True, 1) and k.reuse("vgh") == (True, 0)
+    k.build("mixed")  # group of call 3, never checkable
+    k.refresh()
+    assert len(k._unchecked) == 1  # merged again (mixed joined the checked group)
+    k._unchecked = {k._group[("value",)], 99}
+    k._group[("candidates",)] = 99  # pretend candidates was traced apart and not reused since
+    assert k.reuse("value") == (True, 1) and k.reuse("candidates") == (True, 1)
+    monkeypatch.setattr(retrace, "VALUE_CHECK", False)
+    k.refresh()
+    assert k.reuse("value") == (True, 0)
