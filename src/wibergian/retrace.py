@@ -40,7 +40,7 @@ RETRACES = {"count": 0}
 #: re-traces of one energy before it runs eagerly for good (like ``torch.compile``'s cache limit)
 RETRACE_LIMIT = 8
 #: the value check (2. above); ``False`` keeps the fingerprint alone (saves one eager call on
-#: one row per ``argmin`` call: 0.1-2 % of a call at B = 1,000, benchmarks/trace_guard_cost.py)
+#: one row per ``argmin`` call: 0.1-1.2 % of a call at B = 1,000, benchmarks/trace_guard_cost.py)
 VALUE_CHECK = True
 #: kernel kinds whose first row the value check compares with the eager energy's value
 _CHECKED = ("value", "vgh", "candidates")
