@@ -12,10 +12,13 @@ graphs are compiled (Inductor fuses them into vectorised loops):
   reverse passes, what runs eagerly); from ``n = FUNC_MIN_N`` up, a plain energy's (no declared
   derivatives) is the ``torch.func`` route (``vmap`` over the ``n`` directions of the ``jvp`` of
   the gradient) with ``vmap``'s ``n`` copies of each unbatched matrix folded into one product
-  (``fold.py``): for ``E = Σ softplus(X y) + …``, ``H = Xᵀ diag(σ') X`` from two ``bmm`` with
-  ``n`` columns instead of ``2n`` matrix-vector passes over ``X``. The crossover is measured
-  (docs/benchmarks.md, "Hessian routes"); if ``torch.func`` refuses the energy, the reverse
-  route is traced instead.
+  (``fold.py``), then simplified (``simplify.py``: the products with ``vmap``'s one-hot basis,
+  zero tangents, unit factors and copies removed, each rewrite a checked identity): for
+  ``E = Σ softplus(X y) + …``, ``H = Xᵀ diag(σ') X`` is one ``bmm`` with ``n`` columns, as
+  written by hand, instead of ``2n`` matrix-vector passes over ``X``. The crossover is measured
+  (``python -m wibergian.bench.user``, docs/method.md); if ``torch.func`` refuses the energy,
+  the reverse route is traced instead; if a rewrite raises, the folded graph is compiled
+  unsimplified (counted in :data:`SIMPLIFY_FALLBACKS`).
 
 Two more kernels serve one step each and, if they cannot be built, give up only that step
 (counted in ``FALLBACKS["candidates"]`` / ``["mixed"]``; the step then runs eagerly):
@@ -41,16 +44,12 @@ failure anywhere (no C++ compiler, an energy ``make_fx`` cannot trace, a mismatc
 eager for that energy, with one :class:`CompileFallbackWarning`, counted in :data:`FALLBACKS`.
 Wrappers are cached per energy object (:func:`compiled_energy`).
 
-The contract (like ``jax.jit``'s): the tensors passed as ``y`` and ``params`` are the kernels'
-arguments; every other Python value the energy reads (a closure float, a global, ``self.sigma``,
-a ``functools.partial`` keyword, ``t.item()`` of a closed-over tensor, ``module.training``) is
-baked into them as a constant. So :func:`compiled_energy` (once per ``argmin`` call) calls
-``refresh()`` (``retrace.py``): the kernels are dropped and traced again when the fingerprint of
-what the energy reads (``trace_guard.py`` lists what is walked and what is not) changed, counted
-in :data:`RETRACES` (the compile seconds in ``compile_s``); a reused kernel is checked on one
-row against the eager energy's value (once per call and group of kernels traced together);
-past :data:`retrace.RETRACE_LIMIT` re-traces, or when the state cannot be described, the energy
-runs eagerly with one warning.
+The contract (like ``jax.jit``'s): ``y`` and ``params`` are the kernels' arguments; any other
+Python value the energy reads (closure, global, ``self.sigma``, ``t.item()``) is baked in. So
+:func:`compiled_energy` calls ``refresh()`` once per ``argmin`` call (``retrace.py``; what is
+fingerprinted: ``trace_guard.py``): changed state re-traces (:data:`RETRACES`), a reused kernel's
+first row is checked against eager, and past ``retrace.RETRACE_LIMIT`` re-traces or for state
+it cannot describe the energy runs eagerly (one warning).
 """
 
 from __future__ import annotations
@@ -68,12 +67,19 @@ from .energy import EnergyFn
 from .errors import CompileFallbackWarning, warn  # the warning's old path still imports
 from .fold import fold_expanded_bmm
 from .retrace import RETRACES, Retracing, close  # noqa: F401 - RETRACES: counted here too
+from .simplify import simplify_graph
 
 MAX_ROWS = 4096
 #: ``value_gradient_hessian`` of a plain energy is traced by ``torch.func`` (forward-over-reverse,
-#: ``vmap``'s copies folded, ``fold.py``) from this dimension up, by ``n`` reverse passes below:
-#: the crossover measured in docs/benchmarks.md ("Hessian routes"); ``None``: always reverse
-FUNC_MIN_N: int | None = 16
+#: ``vmap``'s copies folded, ``fold.py``, then simplified, ``simplify.py``) from this dimension
+#: up, by ``n`` reverse passes below: the crossover measured by ``python -m wibergian.bench.user``
+#: (docs/method.md, "compile=True"); ``None``: always reverse
+FUNC_MIN_N: int | None = 4
+#: the traced ``torch.func`` graph is simplified (``simplify.py``) after folding; ``False`` only
+#: to measure the passes (``python -m wibergian.bench.user``)
+SIMPLIFY_GRAPH = True
+#: traced graphs whose simplification raised (each then compiled folded, unsimplified)
+SIMPLIFY_FALLBACKS = {"count": 0}
 #: energies whose compilation failed (each then runs eagerly); ``candidates`` / ``mixed``:
 #: energies whose fused multi-start kernel / backward kernel failed (that step runs eagerly)
 FALLBACKS = {"count": 0, "candidates": 0, "mixed": 0}
@@ -277,8 +283,10 @@ class CompiledEnergy(Retracing):
         return torch.cat(outs)
 
     def _trace(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
-        """``make_fx`` graph of ``fn`` (fake tensors), ``vmap``'s copies folded away
-        (``fold.py``); the ``torch.func`` route falls back to the reverse one if it fails."""
+        """``make_fx`` graph of ``fn`` (fake tensors); for the ``torch.func`` route ``vmap``'s
+        copies folded away (``fold.py``), then products with the one-hot basis, zero tangents,
+        unit factors and copies removed (``simplify.py``); that route falls back to the reverse
+        one if ``torch.func`` refuses the energy."""
         from torch.fx.experimental.proxy_tensor import make_fx
 
         if fn == self._vgh_func:
@@ -288,6 +296,13 @@ class CompiledEnergy(Retracing):
                 fn = self._vgh
             else:
                 fold_expanded_bmm(graph)
+                if SIMPLIFY_GRAPH:
+                    try:
+                        simplify_graph(graph)
+                    except Exception:  # noqa: BLE001 - the folded graph, unsimplified (counted)
+                        SIMPLIFY_FALLBACKS["count"] += 1
+                        graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
+                        fold_expanded_bmm(graph)
                 return graph
         return make_fx(fn, tracing_mode="fake")(yb, *pb)
 

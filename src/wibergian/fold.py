@@ -12,7 +12,9 @@ Inductor sees it:
     bmm(expand(A)[k·B, p, m], V[k·B, m, q])  →  bmm(A[B, p, m], V'[B, m, k·q])   (k, B, p, q)
     bmm(V[k·B, p, m], expand(A)[k·B, m, q])  →  bmm(V'[B, k·p, m], A[B, m, q])   (k, B, p, q)
 
-with ``V'`` the small operand's permuted copy (``k·B·m·q`` numbers, not ``k·B·p·m``), and the
+with ``V'`` the small operand's permuted copy (``k·B·m·q`` numbers, not ``k·B·p·m``; an explicit
+contiguous ``clone``, so Inductor writes it in the layout ``bmm`` reads fastest rather than
+passing a view whose columns are ``B·m`` apart, 1.9× slower measured at ``n = 32``), and the
 result permuted back to ``(k·B, p, q)``. Same numbers (each output entry is the same dot
 product), one pass over ``A``. The rewrite matches ``A`` reached from the ``bmm`` operand
 through ``view``/``_unsafe_view``/``reshape``/``clone``/``alias`` nodes down to an ``expand``
@@ -79,7 +81,9 @@ def fold_expanded_bmm(gm: fx.GraphModule) -> int:
             with graph.inserting_before(node):
                 v4 = graph.call_function(aten.reshape.default, (v, [k, b, m, q]))
                 vp = graph.call_function(aten.permute.default, (v4, [1, 2, 0, 3]))
-                vf = graph.call_function(aten.reshape.default, (vp, [b, m, k * q]))
+                vc = graph.call_function(aten.clone.default, (vp,),
+                                         {"memory_format": torch.contiguous_format})
+                vf = graph.call_function(aten.reshape.default, (vc, [b, m, k * q]))
                 r = graph.call_function(aten.bmm.default, (src, vf))  # (B, p, k·q)
                 r4 = graph.call_function(aten.view.default, (r, [b, p, k, q]))
                 rp = graph.call_function(aten.permute.default, (r4, [2, 0, 1, 3]))
@@ -91,7 +95,9 @@ def fold_expanded_bmm(gm: fx.GraphModule) -> int:
             with graph.inserting_before(node):
                 a4 = graph.call_function(aten.reshape.default, (a, [k, b, p, m]))
                 ap = graph.call_function(aten.permute.default, (a4, [1, 0, 2, 3]))
-                af = graph.call_function(aten.reshape.default, (ap, [b, k * p, m]))
+                ac = graph.call_function(aten.clone.default, (ap,),
+                                         {"memory_format": torch.contiguous_format})
+                af = graph.call_function(aten.reshape.default, (ac, [b, k * p, m]))
                 r = graph.call_function(aten.bmm.default, (af, src))  # (B, k·p, q)
                 r4 = graph.call_function(aten.view.default, (r, [b, k, p, q]))
                 rp = graph.call_function(aten.permute.default, (r4, [1, 0, 2, 3]))

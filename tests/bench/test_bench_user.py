@@ -4,6 +4,7 @@ the issue-14 targets table reads the run."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from wibergian.bench.common import relative_error
 from wibergian.bench.report import user_targets_section
@@ -27,3 +28,17 @@ def test_user_targets_section_verdicts():
     text = user_targets_section(run)
     assert "0.50 | **met**" in text
     assert "faster than torch unrolled (3 iterations) | 0.5000 vs 0.4000 s | **not met**" in text
+
+
+def test_hand_written_logistic_derivatives_equal_autograd():
+    """The hand-written ideal of the Hessian-routes table is the energy's (E, ∇E, ∇²E)."""
+    from wibergian import derivatives as der
+    from wibergian.bench.user import DenseData, logistic_energy, logistic_value_gradient_hessian
+
+    d = DenseData(6, 5)
+    y = 0.3 * d.y_true
+    ps = (d.x, d.t, torch.tensor(0.4, dtype=torch.float64), torch.randn(5, dtype=torch.float64))
+    with torch.no_grad():
+        got = logistic_value_gradient_hessian(y, *ps)
+    for g, w in zip(got, der.value_gradient_hessian(logistic_energy, y, ps), strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)

@@ -222,52 +222,97 @@ def hessian_routes(ns: tuple[int, ...] = (2, 8, 32, 128), batch: int = 1000, rep
     return rows
 
 
-def compiled_hessian_routes(ns: tuple[int, ...] = (2, 8, 16, 32, 128), batch: int = 1000,
-                            repeats: int = 3, log=print) -> list[dict[str, Any]]:
-    """Seconds per ``value_gradient_hessian`` of the ridge-logistic energy (``batch`` problems,
-    best of ``repeats``; eager best of 1 from ``n = 128``): eager reverse, and ``compile=True``
-    tracing the reverse route or the ``torch.func`` route with vmap's copies folded
-    (``fold.py``). ``compiled.FUNC_MIN_N`` is set from these (same process, same data)."""
+def logistic_value_gradient_hessian(y: Tensor, x: Tensor, t: Tensor, log_lam: Tensor,
+                                    mu: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The ridge-logistic ``(E, ∇E, ∇²E)`` written by hand (eager): ``σ = sigmoid(X y)``,
+    ``∇E = Xᵀ(σ - t) + λ(y - μ)``, ``∇²E = Xᵀ diag(σ(1-σ)) X + λI``; the ideal the traced
+    graphs are compared with."""
+    z = (x @ y.unsqueeze(-1)).squeeze(-1)
+    s = torch.sigmoid(z)
+    lam = log_lam.exp()
+    e = (torch.nn.functional.softplus(z) - t * z).sum(-1) + 0.5 * lam * ((y - mu) ** 2).sum(-1)
+    g = (x.mT @ (s - t).unsqueeze(-1)).squeeze(-1) + lam * (y - mu)
+    h = x.mT @ ((s * (1 - s)).unsqueeze(-1) * x)
+    h.diagonal(dim1=1, dim2=2).add_(lam)
+    return e, g, h
+
+
+def compiled_hessian_routes(ns: tuple[int, ...] = (2, 4, 8, 16, 32, 128), batch: int = 1000,
+                            repeats: int = 9, w1_batch: int = 20000,
+                            log=print) -> list[dict[str, Any]]:
+    """Seconds per ``value_gradient_hessian`` (median and, ``*_min_s``, minimum of ``repeats``
+    rounds; each round runs every variant once, interleaved; 3 rounds from ``n = 128``) of the
+    ridge-logistic energy (``batch`` problems) at each ``n``, and of W1 (``n = 2``, ``w1_batch``
+    problems, compiled in blocks of ``compiled.MAX_ROWS`` rows as ``argmin`` runs it):
+
+    - ``eager_reverse_s``: the eager default; ``hand_written_s``: the closed form (logistic);
+    - ``compile=True`` (Inductor, ``CompiledEnergy``) tracing the reverse route
+      (``compiled_reverse_s``), the ``torch.func`` route folded (``compiled_func_folded_s``,
+      ``fold.py``) and folded then simplified (``compiled_func_simplified_s``, ``simplify.py``:
+      what ships from ``compiled.FUNC_MIN_N`` up);
+    - the same two traced ``torch.func`` graphs run eagerly (``traced_func_*_eager_s``).
+
+    ``compiled.FUNC_MIN_N`` is set from these (same process, same data)."""
+    import statistics
     import time
 
     from wibergian import compiled as comp
     from wibergian import derivatives as der
 
-    def best(fn, y, ps, reps: int) -> float:
-        fn(y, *ps)
-        ts = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            fn(y, *ps)
-            ts.append(time.perf_counter() - t)
-        return min(ts)
+    from .workloads import make_w1
 
+    cases: list[tuple[str, int, Any, Tensor, tuple[Tensor, ...]]] = []
+    for n in ns:
+        d = DenseData(batch, n)
+        cases.append(("ridge-logistic", n, logistic_energy, 0.1 * d.y_true,
+                      (d.x, d.t, d.log_lam, d.mu)))
+    w1 = make_w1(w1_batch)
+    cases.append(("W1", 2, w1_energy, torch.stack([w1.a[:, 0], w1.c[:, 0]], -1),
+                  (w1.a, w1.c, w1.m, w1.s0, w1.s1)))
     rows = []
-    old = comp.FUNC_MIN_N
+    old = (comp.FUNC_MIN_N, comp.SIMPLIFY_GRAPH)
     try:
-        for n in ns:
-            d = DenseData(batch, n)
-            y, ps = 0.1 * d.y_true, (d.x, d.t, d.log_lam, d.mu)
-            r: dict[str, Any] = {"n": n, "batch": batch}
+        for name, n, energy, y, ps in cases:
+            r: dict[str, Any] = {"energy": name, "n": n, "batch": y.shape[0]}
+            fns: dict[str, Any] = {
+                "eager_reverse_s": lambda yy, *pp, e=energy: der.value_gradient_hessian(e, yy,
+                                                                                        pp)}
+            if name == "ridge-logistic":
+                fns["hand_written_s"] = logistic_value_gradient_hessian
             with torch.no_grad():
-                r["eager_reverse_s"] = best(lambda yy, *pp: der.value_gradient_hessian(
-                    logistic_energy, yy, pp), y, ps, 1 if n >= 128 else repeats)
-                for key, min_n in (("compiled_reverse_s", None), ("compiled_func_folded_s", 1)):
-                    comp.FUNC_MIN_N = min_n
-                    ce = comp.CompiledEnergy(lambda yy, *pp: logistic_energy(yy, *pp))
+                for key, min_n, simplify in (("compiled_reverse_s", None, True),
+                                             ("compiled_func_folded_s", 1, False),
+                                             ("compiled_func_simplified_s", 1, True)):
+                    comp.FUNC_MIN_N, comp.SIMPLIFY_GRAPH = min_n, simplify
+                    ce = comp.CompiledEnergy(lambda yy, *pp, e=energy: e(yy, *pp))
                     t = time.perf_counter()
-                    ce.value_gradient_hessian(y, *ps)
-                    r[key.replace("_s", "_first_call_s")] = time.perf_counter() - t
-                    r[key] = best(ce.value_gradient_hessian, y, ps, repeats)
+                    ce.value_gradient_hessian(y, *ps)  # compiles (per block size)
+                    r[key[:-2] + "_first_call_s"] = time.perf_counter() - t
                     if ce.error is not None:
-                        r[key] = None
-                        log(f"[compiled routes] n={n} {key}: fell back ({ce.error})")
+                        log(f"[compiled routes] {name} n={n} {key}: fell back ({ce.error})")
+                        continue
+                    fns[key] = ce.value_gradient_hessian
+                    if min_n is not None and y.shape[0] <= comp.MAX_ROWS:  # one block
+                        fns["traced_" + key[len("compiled_"):-2] + "_eager_s"] = (
+                            ce._trace(ce._vgh_func, y, list(ps)))
+                reps = 3 if n >= 128 else repeats
+                times: dict[str, list[float]] = {k: [] for k in fns}
+                for f in fns.values():
+                    f(y, *ps)  # warm
+                for _ in range(reps):
+                    for k, f in fns.items():
+                        t = time.perf_counter()
+                        f(y, *ps)
+                        times[k].append(time.perf_counter() - t)
+            r.update({k: statistics.median(v) for k, v in times.items()})
+            r.update({k[:-2] + "_min_s": min(v) for k, v in times.items()})
             rows.append(r)
-            log(f"[compiled routes] n={n} B={batch}: eager reverse {r['eager_reverse_s']:.4f} s,"
-                f" compiled reverse {r['compiled_reverse_s']:.4f} s, compiled torch.func folded "
-                f"{r['compiled_func_folded_s']:.4f} s (load {os.getloadavg()[0]:.1f})")
+            shown = ", ".join(f"{k[:-2]} {v:.4f}" for k, v in r.items() if k.endswith("_s")
+                              and "first_call" not in k and "_min" not in k)
+            log(f"[compiled routes] {name} n={n} B={y.shape[0]}: {shown} s "
+                f"(load {os.getloadavg()[0]:.1f})")
     finally:
-        comp.FUNC_MIN_N = old
+        comp.FUNC_MIN_N, comp.SIMPLIFY_GRAPH = old
     return rows
 
 
