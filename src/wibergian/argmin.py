@@ -183,8 +183,11 @@ def argmin(
             The classes are in ``wibergian.errors`` (all subclasses of ``WibergianWarning``).
         compile: compile the no-gradient functions built from ``energy`` (its value and its
             value-gradient-Hessian; ``compiled.py``), cached per energy object; the seconds
-            spent compiling are reported apart in ``info.compile_s``. Falls back to eager with
-            a :class:`~wibergian.CompileFallbackWarning` when compilation fails.
+            spent compiling are reported apart in ``info.compile_s``. Python values the energy
+            reads that are not ``params`` (closure, globals, attributes) are baked into the
+            trace: a change re-traces (``compiled.RETRACES``; guarded by ``trace_guard.py``).
+            Falls back to eager with a :class:`~wibergian.CompileFallbackWarning` when
+            compilation fails, the state cannot be guarded or keeps changing.
 
     Returns:
         ``y*`` ``(B, n)`` (and the info when ``return_info``).

@@ -43,6 +43,13 @@ and reach ``ArgminInfo.compile_s``) and checks it against the eager function on 
 failure anywhere (no C++ compiler, an energy ``make_fx`` cannot trace, a mismatch) falls back to
 eager for that energy, with one :class:`CompileFallbackWarning`, counted in :data:`FALLBACKS`.
 Wrappers are cached per energy object (:func:`compiled_energy`).
+
+The contract (like ``jax.jit``'s): ``y`` and ``params`` are the kernels' arguments; any other
+Python value the energy reads (closure, global, ``self.sigma``, ``t.item()``) is baked in. So
+:func:`compiled_energy` calls ``refresh()`` once per ``argmin`` call (``retrace.py``; what is
+fingerprinted: ``trace_guard.py``): changed state re-traces (:data:`RETRACES`), a reused kernel's
+first row is checked against eager, and past ``retrace.RETRACE_LIMIT`` re-traces or for state
+it cannot describe the energy runs eagerly (one warning).
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ from torch import Tensor
 from .energy import EnergyFn
 from .errors import CompileFallbackWarning, warn  # the warning's old path still imports
 from .fold import fold_expanded_bmm
+from .retrace import RETRACES, Retracing, close  # noqa: F401 - RETRACES: counted here too
 from .simplify import simplify_graph
 
 MAX_ROWS = 4096
@@ -103,10 +111,11 @@ def _rows(b: int) -> int:
     return min(b, MAX_ROWS)
 
 
-class CompiledEnergy:
+class CompiledEnergy(Retracing):
     """The user's energy with compiled no-gradient ``__call__`` and ``value_gradient_hessian``.
 
-    Calls that track gradients (the backward's ``∂∇E/∂w``) run the eager energy unchanged.
+    Calls that track gradients (the backward's ``∂∇E/∂w``) run the eager energy unchanged; the
+    kernels are re-traced when the Python state they baked in changes (:class:`Retracing`).
     """
 
     #: multi-start scores candidates one ``(B, n)`` call each (``solvers/multistart.py``)
@@ -119,6 +128,7 @@ class CompiledEnergy:
         self._kernels: dict[tuple[Any, ...], Callable[..., Any]] = {}
         #: why an optional kernel (``_OPTIONAL``) could not be built; the others stay compiled
         self.optional_errors: dict[str, str] = {}
+        self._init_guard()
 
     def __getattr__(self, name: str) -> Any:
         # declared closed forms of the wrapped energy stay visible (derivatives.py looks them up)
@@ -250,12 +260,16 @@ class CompiledEnergy:
             yb = y[start:start + r].detach().contiguous()
             pb = [p[start:start + r].detach() if f else p.detach()
                   for p, f in zip(params, flags, strict=True)]
-            kernel = self._kernels.get(key)
+            kernel, out = self._kernels.get(key), None
+            if kernel is not None:
+                out = kernel(yb, *pb)
+                if not self._checked_reuse(key, out, yb, pb, flags):  # re-traced (retrace.py)
+                    kernel = None
             if kernel is None:
-                kernel = self._build(key, fn, yb, pb)
+                kernel = None if self.error is not None else self._build(key, fn, yb, pb)
                 if kernel is None:  # compilation failed: eager for good
                     return None if _optional(kind) else fn(y, *params)
-            out = kernel(yb, *pb)
+                out = kernel(yb, *pb)
             skip = lo - start
             if skip == 0:  # (a whole block: outputs that are not per row, too, pass unchanged)
                 outs.append(out)
@@ -294,6 +308,8 @@ class CompiledEnergy:
 
     def _build(self, key: tuple[Any, ...], fn: Callable[..., Any], yb: Tensor,
                pb: list[Tensor]) -> Callable[..., Any] | None:
+        if not self._record_state():  # the state this trace bakes in cannot be guarded
+            return None
         t = time.perf_counter()
         try:
             with torch.no_grad():
@@ -311,10 +327,8 @@ class CompiledEnergy:
                     want = (self._vgh if fn == self._vgh_func else fn)(yb, *pb)
             got_t = got if isinstance(got, (tuple, list)) else (got,)
             want_t = want if isinstance(want, (tuple, list)) else (want,)
-            tol = 1e-6 if yb.dtype == torch.float64 else 1e-3
             for g, w in zip(got_t, want_t, strict=True):
-                if g.shape != w.shape or not torch.allclose(g, w, rtol=tol, atol=tol,
-                                                            equal_nan=True):
+                if not close(g, w):
                     raise RuntimeError("the compiled kernel disagrees with the eager energy")
         except Exception as exc:  # noqa: BLE001 - any failure: eager, once, counted
             name = _optional(key[0])
@@ -333,6 +347,7 @@ class CompiledEnergy:
         finally:
             self.compile_seconds += time.perf_counter() - t
         self._kernels[key] = kernel
+        self._built(key)
         return kernel
 
 
@@ -377,6 +392,7 @@ def compiled_energy(energy: EnergyFn) -> CompiledEnergy:
     calls reuse its kernels. An energy that declares its own ``value_gradient_hessian`` is
     wrapped too (its declared function is what gets compiled)."""
     if isinstance(energy, CompiledEnergy):
+        energy.refresh()
         return energy
     try:
         hit = _cache.get(energy)
@@ -385,4 +401,5 @@ def compiled_energy(energy: EnergyFn) -> CompiledEnergy:
     if hit is None:
         hit = CompiledEnergy(energy)
         _cache[energy] = hit
+    hit.refresh()  # re-traced if the Python state its kernels baked in changed (retrace.py)
     return hit

@@ -80,7 +80,8 @@ class NonSmoothWarning(WibergianWarning):
 
 
 class CompileFallbackWarning(WibergianWarning):
-    """``compile=True`` could not compile the energy's functions; eager is used instead."""
+    """``compile=True`` could not compile the energy's functions, or cannot guard (or keeps
+    re-tracing for) the Python state they read; eager is used instead."""
 
 
 _SKIP = tuple(

@@ -58,6 +58,9 @@ class ArgminLayer(nn.Module):
                 return functional_call(module, dict(zip(_names, ps[_k:], strict=True)),
                                        (y, *ps[:_k]))
 
+            # the module's parameters reach fn as arguments: compile=True's guard
+            # (trace_guard.py) then does not re-trace when an optimizer updates them in place
+            fn._wibergian_passed_parameters = module  # type: ignore[attr-defined]
             self._energy_fns[key] = fn
         kwargs = {**self.argmin_kwargs, **overrides, "return_info": True}
         y_star, info = argmin(fn, y0, (*inputs, *values), **kwargs)
