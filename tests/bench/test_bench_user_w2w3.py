@@ -49,6 +49,7 @@ def test_w2_user_matches_dense_formula_and_quadratic_reference():
 
 
 def test_w3_user_energy_is_w3_energy():
+    pytest.importorskip("skimage")
     from wibergian.bench.workloads import make_w3
 
     d = make_w3(10, seed=2)
