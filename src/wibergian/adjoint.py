@@ -57,7 +57,7 @@ from .adjoint_spec import (
     record_solve,
     report_solve,
 )
-from .compiled import mixed_kernel
+from .compiled_backward import mixed_kernel
 from .derivatives import gradient_graph, hessian_from_graph
 from .energy import closed_hessian
 from .errors import NonFiniteDerivativeError
