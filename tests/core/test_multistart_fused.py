@@ -121,6 +121,13 @@ def _grads(energy, a, c, m, s, **kw):
     return (y.detach(), *torch.autograd.grad((y * w).sum(), (a, c, m, s)))
 
 
+def _compiled_and_eager(energy, data):
+    """``(y*, grads)`` with ``compile=True`` on ``energy``, the same eagerly on ``wells``, and
+    the energy's compiled wrapper."""
+    got = _grads(energy, *data, compile=True)
+    return got, _grads(wells, *data), compiled_mod.compiled_energy(energy)
+
+
 @pytest.mark.slow
 def test_compiled_backward_kernel_equals_eager(monkeypatch):
     """compile=True's backward (the mixed product ∂<∇E, u>/∂w from one compiled kernel) gives the
@@ -132,11 +139,8 @@ def test_compiled_backward_kernel_equals_eager(monkeypatch):
     def energy(y, a, c, m, s):  # a fresh energy object: no cached kernels
         return wells(y, a, c, m, s)
 
-    data = _data(10, seed=3)
     before = compiled_mod.FALLBACKS["mixed"]
-    got = _grads(energy, *data, compile=True)
-    want = _grads(wells, *data)
-    ce = compiled_mod.compiled_energy(energy)
+    got, want, ce = _compiled_and_eager(energy, _data(10, seed=3))
     assert ce.error is None and not ce.optional_errors, (ce.error, ce.optional_errors)
     assert any(isinstance(k[0], tuple) and k[0][0] == "mixed" for k in ce._kernels)
     assert compiled_mod.FALLBACKS["mixed"] == before
@@ -160,11 +164,8 @@ def test_mixed_kernel_failure_falls_back_to_eager(monkeypatch):
     def energy(y, a, c, m, s):
         return wells(y, a, c, m, s)
 
-    data = _data(6, seed=4)
     before = compiled_mod.FALLBACKS["mixed"]
-    got = _grads(energy, *data, compile=True)
-    want = _grads(wells, *data)
-    ce = compiled_mod.compiled_energy(energy)
+    got, want, ce = _compiled_and_eager(energy, _data(6, seed=4))
     assert compiled_mod.FALLBACKS["mixed"] == before + 1
     assert "mixed" in ce.optional_errors and ce.error is None
     for g, w in zip(got, want, strict=True):
