@@ -37,9 +37,11 @@ iteration without autograd. It must equal the autograd product; the mixed term `
 still differentiates the (closed-form or autograd) gradient.
 
 Reusing the forward's factorisation: a solver may return a Cholesky factor of ``H + shift·I`` at
-``y*`` (``QuadraticSolve`` does, with ``shift = 0``). When ``shift = λ`` the first solve above is
-two triangular solves with that factor; otherwise ``shift = 0`` still proves ``H`` positive
-definite, and the semi-definiteness test (a second factorisation) is skipped.
+``y*`` (``QuadraticSolve`` does, with ``shift = 0``); ``newton_step`` gets the final step's factor
+of its own ``M``. When ``shift = λ`` the solves above are two triangular solves with that factor;
+otherwise ``shift = 0`` still proves ``H`` positive definite, and the semi-definiteness test (a
+second factorisation) is skipped, as it is where the solver certified ``H`` at this very point
+(``spec.psd``). Which factorisations remain, and why: ``docs/factorisations.md``.
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ def _regularised_solve(
     """Solve ``M u = rhs`` at the point whose differentiable gradient graph is ``(yv, g)``."""
     if spec.backend == "dense":
         factor = spec.factor
-        if factor is not None and factor.solves(spec.damping, spec.regulariser):
-            # the forward factored exactly H + λI at y*: two triangular solves, nothing else
+        reuse = factor is not None and factor.solves(spec.damping, spec.regulariser)
+        if reuse and spec.hessian is None:
+            # the forward factored exactly H + λI at this point: two triangular solves
             return dense_solve(None, rhs, spec.damping, spec.regulariser, factor=factor)
         closed_h = closed_hessian(spec.energy)
         if spec.hessian is not None:  # the forward already built it at this point
@@ -85,7 +88,8 @@ def _regularised_solve(
             h = hessian_from_graph(yv, g).detach()
             h = h + h.transpose(1, 2)
             h.mul_(0.5)  # symmetrised in one owned buffer
-        u, stats = dense_solve(h, rhs, spec.damping, spec.regulariser, factor=factor)
+        u, stats = dense_solve(h, rhs, spec.damping, spec.regulariser, factor=factor,
+                               psd_known=False if spec.psd is None else spec.psd)
         if spec.regulariser == "ridge":  # (H + λI) u - ȳ without forming H + λI
             r = torch.baddbmm(
                 (spec.damping * u - rhs).unsqueeze(-1), h, u.unsqueeze(-1)

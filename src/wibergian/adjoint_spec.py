@@ -2,7 +2,8 @@
 
 - :class:`AdjointSpec`: everything a backward, forward-mode or double-backward pass needs
   besides the tensors (the energy, ``λ``, regulariser, back end, mode, the forward's factor or
-  Hessian at the point, where the diagnostics go).
+  Hessian at the point and that Hessian's semi-definiteness certificate, where the diagnostics
+  go).
 - :func:`live_params`: detached copies of ``w`` whose gradient is wanted, as autograd leaves.
 - :func:`raise_if_nonfinite`: the error for problems whose ``∇_y E`` or Hessian is NaN/Inf at the
   solution although the energy is finite there.
@@ -38,6 +39,7 @@ class AdjointSpec:
     factor: HessianFactor | None = None  # the forward's Cholesky factor at y*, if any
     hessian: Tensor | None = None  # the forward's symmetric ∇²E (B, n, n) at y_point, if any
     warn: bool = True  # FallbackWarning from the backward (argmin's warn=)
+    psd: Tensor | None = None  # (B,) bool: `hessian` certified semi-definite by the forward
 
 
 def live_params(params: Sequence[Tensor], needs: Sequence[bool]) -> list[Tensor]:

@@ -74,15 +74,20 @@ def _final_step(
     factor: HessianFactor | None = None,
     result: Any = None,
     want_hessian: bool = False,
-) -> tuple[Tensor, Tensor, int, Tensor, Tensor, Tensor | None, Tensor | None]:
+    keep_factor: bool = False,
+) -> tuple[Tensor, Tensor, int, Tensor, Tensor, Tensor | None, Tensor | None,
+           HessianFactor | None]:
     """One damped Newton step ``y - (H + λI)^-1 ∇E`` where it does not raise the energy.
 
     Reuses what the solver ``result`` already has at ``y`` (a factor of ``H + λI``, the Hessian,
-    ``E`` and ``∇E``). With ``want_hessian`` (dense back end) the new point is evaluated by one
-    value-gradient-Hessian pass, so that the backward needs no Hessian of its own.
+    its semi-definiteness certificate ``psd``, ``E`` and ``∇E``). With ``want_hessian`` (dense
+    back end) the new point is evaluated by one value-gradient-Hessian pass, so that the
+    backward needs no Hessian of its own.
 
-    Returns ``(y_out, accepted, fallbacks, E, ∇E, H_out, H_in)``: ``E, ∇E`` at ``y_out``;
-    ``H_out`` the Hessian at ``y_out`` (or ``None``), ``H_in`` the one at ``y`` (or ``None``).
+    Returns ``(y_out, accepted, fallbacks, E, ∇E, H_out, H_in, factor)``: ``E, ∇E`` at ``y_out``;
+    ``H_out`` the Hessian at ``y_out`` (or ``None``), ``H_in`` the one at ``y`` (or ``None``);
+    with ``keep_factor`` (dense), the factor of ``H_in + λI`` (for ``adjoint="newton_step"``,
+    whose matrix it is), else ``None``.
     """
     ps = [p.detach() for p in params]
     g = getattr(result, "grad", None)
@@ -90,15 +95,22 @@ def _final_step(
     e_old = getattr(result, "energy", None)
     if h is not None and tuple(h.shape) != (*y.shape, y.shape[1]):
         h = None
+    psd = getattr(result, "psd", None)  # the solver's certificate of its own H
+    if h is None or psd is None or psd.shape != y.shape[:1]:
+        psd = False
+    kept = None
     with torch.no_grad():
         if g is None or g.shape != y.shape:
             g = gradient(energy, y, ps)
         if backend == "dense" and factor is not None and factor.solves(damping, regulariser):
             d, stats = dense_solve(None, g, damping, regulariser, factor=factor)
+            kept = factor if keep_factor else None
         elif backend == "dense":
             if h is None:
                 g, h = gradient_and_hessian(energy, y, ps)
-            d, stats = dense_solve(h, g, damping, regulariser, factor=factor)
+            d, stats = dense_solve(h, g, damping, regulariser, factor=factor, psd_known=psd,
+                                   keep_factor=keep_factor)
+            kept = stats.factor
         else:
             g, hvp = hvp_operator(energy, y, ps)
             d, stats = cg_solve(hvp, g, damping)
@@ -124,7 +136,7 @@ def _final_step(
                 h_out = None  # a rejected step stays where no Hessian was built
         if g_out is None:
             g_out = torch.where(ok.unsqueeze(-1), gradient(energy, y_new, ps), g)
-    return y_out, ok, stats.fallbacks, e_out, g_out, h_out, h
+    return y_out, ok, stats.fallbacks, e_out, g_out, h_out, h, kept
 
 
 @autodiff_entry
@@ -242,14 +254,19 @@ def argmin(
     if h_in is not None and tuple(h_in.shape) != (b, n, n):
         h_in = None
     h_point = h_in
-    y_star, accepted, fwd_fb = y_pre, None, 0
+    # the solver's semi-definiteness certificate of that Hessian: neither the final step nor
+    # the backward at the same point repeats it
+    psd = getattr(result, "psd", None) if h_in is not None else None
+    psd = psd if psd is not None and tuple(psd.shape) == (b,) else None
+    y_star, accepted, fwd_fb, step_factor = y_pre, None, 0, None
     g, e = getattr(result, "grad", None), getattr(result, "energy", None)
     if final_step:
         want_h = (needs_graph and backend == "dense" and adjoint == "implicit"
                   and not (factor is not None and factor.constant
                            and factor.solves(damping, regulariser)))
-        y_star, accepted, fwd_fb, e, g, h_out, h_in = _final_step(
-            energy, y_pre, params, damping, regulariser, backend, factor, result, want_h)
+        keep = needs_graph and backend == "dense" and adjoint == "newton_step"
+        y_star, accepted, fwd_fb, e, g, h_out, h_in, step_factor = _final_step(
+            energy, y_pre, params, damping, regulariser, backend, factor, result, want_h, keep)
         h_point = h_in if adjoint == "newton_step" else h_out
         if factor is not None and not factor.constant and bool(accepted.any()):
             factor = None  # the Hessian moved with y
@@ -267,6 +284,8 @@ def argmin(
             if adjoint == "implicit":  # the Hessian at the restored points is the solver's
                 h_point = (torch.where(accepted[:, None, None], h_point, h_in)
                            if h_point is not None and h_in is not None else None)
+    if final_step and adjoint == "implicit" and psd is not None:  # certified where y stayed
+        psd = psd & ~accepted if h_point is not None else None
     perturbed = getattr(result, "perturbed", None)
     info = ArgminInfo(
         iterations=result.iterations,
@@ -285,8 +304,9 @@ def argmin(
     if warn:
         forward_warnings(info, b)
     spec = AdjointSpec(energy, float(damping), regulariser, backend, adjoint, cg_tol, cg_max_iter,
-                       record=info.backward, factor=factor if adjoint == "implicit" else None,
-                       hessian=h_point, warn=warn)
+                       record=info.backward,
+                       factor=factor if adjoint == "implicit" else step_factor,
+                       hessian=h_point, warn=warn, psd=psd)
     y_point = y_pre if adjoint == "newton_step" else y_star
     out = attach_derivatives(spec, y_star, y_point, y0, params)
     return (out, info) if return_info else out

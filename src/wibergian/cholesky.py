@@ -21,19 +21,23 @@ class HessianFactor:
     ``chol @ chol.mT = H + shift·I`` for the problems where ``ok``. A solver sets
     ``constant=True`` only when ``H`` does not depend on ``y`` (a quadratic energy), so the factor
     stays valid after the final damped step moves ``y``. ``shift = 0`` with every problem ``ok``
-    proves ``H`` positive definite, so the backward skips its semi-definiteness test.
+    proves ``H`` positive definite, so the backward skips its semi-definiteness test; so does
+    ``psd`` set for every problem (the final step's factor of ``H + λI``, whose ``H`` the solver
+    or the final step certified: ``spectral.certify_psd``).
 
     Attributes:
         chol: lower-triangular factors ``(B, n, n)``.
         ok: ``(B,)`` bool, the factorisation succeeded.
         shift: the diagonal shift ``≥ 0`` that was factored.
         constant: ``H`` is the same at every ``y``.
+        psd: ``(B,)`` bool, ``H`` itself certified positive semi-definite (``None``: unknown).
     """
 
     chol: Tensor
     ok: Tensor
     shift: float = 0.0
     constant: bool = False
+    psd: Tensor | None = None
 
     @property
     def proves_positive_definite(self) -> bool:
@@ -46,7 +50,8 @@ class HessianFactor:
             regulariser == "ridge"
             and self.shift == damping
             and bool(self.ok.all())
-            and (damping == 0 or self.proves_positive_definite)
+            and (damping == 0 or self.proves_positive_definite
+                 or (self.psd is not None and bool(self.psd.all())))
         )
 
 

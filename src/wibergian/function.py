@@ -94,9 +94,9 @@ class _Resolve:
             return y, y
         spec, y_point = captured[0]
         # one spec serves every vmap slice: what the forward kept of its linear algebra (a
-        # Cholesky factor, a Hessian) belongs to one slice only
+        # Cholesky factor, a Hessian, its certificate) belongs to one slice only
         per_slice = {f.name: None for f in dataclasses.fields(spec)
-                     if f.name in ("factor", "hessian")}
+                     if f.name in ("factor", "hessian", "psd")}
         self.spec = dataclasses.replace(spec, **per_slice)
         return y, y_point
 

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from .cholesky import HessianFactor, cholesky, cholesky_apply
-from .spectral import cap_to_bound, eig_fallback, psd_margin
+from .spectral import cap_to_bound, certify_psd, eig_fallback, psd_margin
 
 __all__ = ["REGULARISERS", "HessianFactor", "SolveStats", "cap_to_bound", "cg_solve", "cholesky",
            "cholesky_apply", "choose_backend", "dense_solve", "psd_margin"]
@@ -66,6 +66,8 @@ class SolveStats:
     (ridge; CG: of the system actually solved) when measured. ``reused_factor``: the forward's
     factorisation was reused. ``nonfinite_mask``: problems whose ``H`` (or ``H v``) or ``g`` was
     NaN/Inf; their ``v`` is NaN. ``shifted``: CG problems solved with a shift ``σ > λ``.
+    ``factor``: with ``dense_solve(keep_factor=True)``, the factor of ``H + λI`` it computed
+    (``ok``: the rows it solved, certified in ``psd``), for a later solve with the same matrix.
     """
 
     fallbacks: int = 0
@@ -76,6 +78,7 @@ class SolveStats:
     reused_factor: bool = False
     nonfinite_mask: Tensor | None = None
     shifted: int = 0
+    factor: HessianFactor | None = None
 
 
 def dense_solve(
@@ -84,8 +87,9 @@ def dense_solve(
     damping: float,
     regulariser: str = "ridge",
     *,
-    psd_known: bool = False,
+    psd_known: bool | Tensor = False,
     factor: HessianFactor | None = None,
+    keep_factor: bool = False,
 ) -> tuple[Tensor, SolveStats]:
     """Solve the regularised system for each problem.
 
@@ -95,9 +99,12 @@ def dense_solve(
         g: right-hand sides ``(B, n)``.
         damping: ``λ ≥ 0``.
         regulariser: ``"ridge"`` or ``"floor"``.
-        psd_known: ``H`` is known to be positive semi-definite (skips the certificate).
+        psd_known: ``H`` is known to be positive semi-definite (skips the certificate), for
+            all problems or, a ``(B,)`` bool, for those set (``SolveResult.psd``).
         factor: a forward factor of ``H + shift·I`` (see :class:`HessianFactor`): reused when
-            ``shift = λ`` (ridge), and its ``shift = 0`` proves ``H`` positive definite.
+            ``shift = λ`` (ridge), and its ``shift = 0`` (or its ``psd``) proves ``H`` positive
+            (semi-)definite.
+        keep_factor: return the factor of ``H + λI`` in ``SolveStats.factor`` (ridge).
 
     Returns:
         ``v`` of shape ``(B, n)`` and the :class:`SolveStats`.
@@ -119,7 +126,14 @@ def dense_solve(
             stats.nonfinite_mask = stats.fallback_mask
             stats.reused_factor = True
             return cholesky_apply(factor.chol, g), stats
-        psd_known = psd_known or factor.proves_positive_definite
+        if factor.proves_positive_definite:
+            psd_known = True
+        elif factor.psd is not None and not isinstance(psd_known, bool):
+            psd_known = psd_known | factor.psd
+        elif factor.psd is not None and not psd_known:
+            psd_known = factor.psd
+    if isinstance(psd_known, Tensor) and bool(psd_known.all()):
+        psd_known = True
     if h is None:
         raise ValueError("dense_solve needs the Hessian unless the factor can be reused")
     if regulariser == "floor":
@@ -132,10 +146,20 @@ def dense_solve(
     rows = max(1, _BLOCK_BYTES // (n * n * h.element_size()))
     v = torch.empty_like(g)
     bad = torch.empty(b, dtype=torch.bool, device=g.device)
+    ok = torch.empty(b, dtype=torch.bool, device=g.device) if keep_factor else None
+    chol = torch.empty_like(h) if keep_factor and b > rows else None
     for lo in range(0, b, rows):
         hi = min(b, lo + rows)
-        v[lo:hi], bad[lo:hi] = _ridge_block(h[lo:hi], g[lo:hi], damping,
-                                            psd_check=damping > 0 and not psd_known)
+        check = (damping > 0 and psd_known is not True) and (
+            ~psd_known[lo:hi] if isinstance(psd_known, Tensor) else True)
+        v[lo:hi], bad[lo:hi], block_chol, block_ok = _ridge_block(h[lo:hi], g[lo:hi], damping,
+                                                                  psd_check=check)
+        if ok is not None:
+            ok[lo:hi] = block_ok
+            if chol is None:
+                chol = block_chol
+            else:
+                chol[lo:hi] = block_chol
     fallback = torch.zeros(b, dtype=torch.bool, device=g.device)
     nonfinite = torch.zeros(b, dtype=torch.bool, device=g.device)
     if bool(bad.any()):
@@ -146,29 +170,36 @@ def dense_solve(
         stats.min_eigenvalue = mins
     stats.fallback_mask, stats.nonfinite_mask = fallback, nonfinite
     stats.fallbacks = int(fallback.sum())
+    if ok is not None and chol is not None:  # the rows solved by the factor are certified
+        stats.factor = HessianFactor(chol, ok & ~bad, shift=damping, psd=~bad)
     return v, stats
 
 
-def _ridge_block(h: Tensor, g: Tensor, damping: float, psd_check: bool) -> tuple[Tensor, Tensor]:
-    """``(H + λI)^-1 g`` by Cholesky for one block; returns ``(v, bad)``: ``bad`` where the
-    factorisation failed, ``v`` is not finite, or (``psd_check``) ``H`` is not certified
-    positive semi-definite."""
+def _ridge_block(h: Tensor, g: Tensor, damping: float, psd_check: bool | Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(H + λI)^-1 g`` by Cholesky for one block; returns ``(v, bad, chol, ok)``: ``bad``
+    where the factorisation failed, ``v`` is not finite, or (``psd_check``: all problems, or
+    a ``(B,)`` bool of those to test) ``H`` is not certified positive semi-definite; ``chol``,
+    ``ok`` the factor of ``H + λI``."""
     m = h.clone()  # one work buffer: H with its diagonal shifted in place (no eye broadcasts)
     m_diag = torch.diagonal(m, dim1=-2, dim2=-1)
     m_diag.add_(damping)
     chol, ok = cholesky(m)
     v = cholesky_apply(chol, g)
     bad = ~ok | ~torch.isfinite(v).all(dim=-1)
-    if psd_check:
-        # H itself must be positive semi-definite for the 1/λ bound: H + λI can be positive
-        # definite while H has a negative eigenvalue in (-λ, 0), which amplifies by more than
-        # 1/λ. A Cholesky of H - τI that succeeds certifies λ_min(H) ≥ 0 up to its own
-        # backward error; one that fails sends the problem to the eigendecomposition, which
-        # resolves the smallest eigenvalue to about eps·||H|| (not relative to the largest).
+    # H itself must be positive semi-definite for the 1/λ bound: H + λI can be positive
+    # definite while H has a negative eigenvalue in (-λ, 0), which amplifies by more than
+    # 1/λ. A Cholesky of H - τI that succeeds certifies λ_min(H) ≥ 0 up to its own
+    # backward error; one that fails sends the problem to the eigendecomposition, which
+    # resolves the smallest eigenvalue to about eps·||H|| (not relative to the largest).
+    if isinstance(psd_check, Tensor) and not bool(psd_check.all()):
+        if bool(psd_check.any()):  # only the problems whose certificate is not known yet
+            bad[psd_check] |= ~certify_psd(h[psd_check])
+    elif psd_check is not False:  # every problem, in the work buffer (= certify_psd)
         m_diag.copy_(torch.diagonal(h, dim1=-2, dim2=-1) - psd_margin(h)[:, None])
         _, ok_psd = cholesky(m)
         bad = bad | ~ok_psd
-    return v, bad
+    return v, bad, chol, ok
 
 
 def _cg_run(

@@ -30,6 +30,9 @@ class SolveResult:
             solver's second-order check found negative curvature (``None``: not checked).
         perturbed: optionally, ``(B,)`` bool: problems whose start was moved because the
             derivatives were not finite there (see ``solvers/nonfinite.py``).
+        psd: optionally, ``(B,)`` bool: ``H`` at ``y`` passed the dense solve's
+            semi-definiteness certificate (``spectral.certify_psd``), so the final step (and,
+            when that step is not taken, the backward) skips it there (``None``: not tested).
     """
 
     y: Tensor
@@ -41,6 +44,7 @@ class SolveResult:
     hessian: Tensor | None = None
     saddle: Tensor | None = None
     perturbed: Tensor | None = None
+    psd: Tensor | None = None
 
 
 class Solver(Protocol):

@@ -6,10 +6,13 @@ has an eigenvalue below ``-τ`` is not converged: the solver steps along the eig
 trust-region radius, and carries on. ``τ = sqrt(eps)·max(1, max|h|)`` (the same tolerance as the
 backward's semi-definiteness test in ``linsolve.py``).
 
-- dense (``H`` at hand, ``(B, n, n)``): a Cholesky factorisation of ``H + τI`` (the inertia
-  test) for every checked problem, and ``eigh`` only for those where it fails; the escape
-  direction is ``Σ_{λ_i < -τ} |λ_i| q_i`` (normalised): the whole negative eigenspace at once,
-  each eigenvector weighted by its curvature.
+- dense (``H`` at hand, ``(B, n, n)``): first the dense solve's semi-definiteness certificate
+  (``spectral.certify_psd``: a Cholesky of ``H - τ_psd·I``, ``τ_psd = 4·n·eps·max|h|``), which
+  also settles the check (``H`` certified is no saddle) and is handed on, so the final step and
+  the backward at the same point do not factor ``H`` again; where it fails, a Cholesky of
+  ``H + τI`` (the inertia test), and ``eigh`` only where that fails too. The escape direction is
+  ``Σ_{λ_i < -τ} |λ_i| q_i`` (normalised): the whole negative eigenspace at once, each
+  eigenvector weighted by its curvature. One factorisation per checked convex problem.
 - matrix-free (Hessian-vector products): ``k``-step Lanczos from a seeded random start with full
   reorthogonalisation; the smallest Ritz value ``θ ≥ λ_min`` and its Ritz vector. ``θ`` is an
   upper bound on ``λ_min``, so this is a probe: negative curvature that the Krylov space of ``k``
@@ -25,20 +28,29 @@ import torch
 from torch import Tensor
 
 from ..cholesky import cholesky
+from ..spectral import certify_psd
 
 
-def negative_curvature_dense(h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def negative_curvature_dense(h: Tensor, mask: Tensor
+                             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """For the problems in ``mask`` ``(B,)``: ``(negative (B,) bool, direction (B, n) unit,
-    curvature (B,))`` where ``H_b`` has an eigenvalue below ``-τ_b`` (``direction`` its
-    eigenvector, ``curvature`` the eigenvalue; zeros elsewhere)."""
+    curvature (B,), psd (B,) bool)``: ``negative`` where ``H_b`` has an eigenvalue below
+    ``-τ_b`` (``direction`` its eigenvector, ``curvature`` the eigenvalue; zeros elsewhere);
+    ``psd`` where ``H_b`` passed ``spectral.certify_psd`` (False outside ``mask``)."""
     b, n = h.shape[0], h.shape[-1]
     neg = torch.zeros(b, dtype=torch.bool, device=h.device)
+    psd = torch.zeros(b, dtype=torch.bool, device=h.device)
     direction = torch.zeros(b, n, dtype=h.dtype, device=h.device)
     curvature = torch.zeros(b, dtype=h.dtype, device=h.device)
     idx = torch.nonzero(mask).flatten()
     if idx.numel() == 0:
-        return neg, direction, curvature
+        return neg, direction, curvature, psd
     hs = h[idx]
+    certified = certify_psd(hs)
+    psd[idx] = certified
+    if bool(certified.all()):  # λ_min ≥ 0 up to rounding: no eigenvalue below -τ
+        return neg, direction, curvature, psd
+    idx, hs = idx[~certified], hs[~certified]
     scale = hs.abs().amax(dim=(-1, -2)).clamp_min(1.0)
     tau = (torch.finfo(h.dtype).eps ** 0.5) * scale
     shifted = hs.clone()
@@ -46,7 +58,7 @@ def negative_curvature_dense(h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, T
     _, ok = cholesky(shifted)
     bad = idx[~ok]
     if bad.numel() == 0:
-        return neg, direction, curvature
+        return neg, direction, curvature, psd
     evals, evecs = torch.linalg.eigh(h[bad])
     below = evals < -tau[~ok, None]  # (k, n): the negative eigenspace
     really = below[:, 0]
@@ -59,7 +71,7 @@ def negative_curvature_dense(h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, T
     direction[bad] = torch.where(really[:, None], u, 0.0)
     curvature[bad] = torch.where(really, (weights**2 * evals).sum(-1) / (weights**2).sum(
         -1).clamp_min(torch.finfo(h.dtype).tiny), 0.0)
-    return neg, direction, curvature
+    return neg, direction, curvature, psd
 
 
 def negative_curvature_lanczos(

@@ -12,17 +12,21 @@ masked out. A trial point where the gradient or Hessian is NaN/Inf counts as a r
 a start there is moved slightly (``nonfinite.py``).
 
 A minimum, not a saddle: before a problem is declared converged, its Hessian is tested for
-positive semi-definiteness (``curvature.negative_curvature_dense``: a Cholesky inertia test,
-``eigh`` only where it fails). Where ``H_b`` has eigenvalues below ``-τ`` the next step is
-``±Δ_b`` times the unit vector ``Σ_{λ_i < -τ} |λ_i| q_i`` (its whole negative eigenspace,
-downhill; ``Δ_b`` starts at ``1 + ||y_b||_∞``, quarters when the step is rejected and doubles
-when it does well) and the problem carries on. Problems still at such a
-point when the iterations run out are returned with ``saddle`` set and ``converged`` false.
+positive semi-definiteness (``curvature.negative_curvature_dense``: the dense solve's Cholesky
+certificate, then an inertia test and ``eigh`` only where it fails). The certificate is returned
+(``SolveResult.psd``), so the final step and the backward at the same point do not repeat it.
+Where ``H_b`` has eigenvalues below ``-τ`` the next step is ``±Δ_b`` times the unit vector
+``Σ_{λ_i < -τ} |λ_i| q_i`` (its whole negative eigenspace, downhill; ``Δ_b`` starts at
+``1 + ||y_b||_∞``, quarters when the step is rejected and doubles when it does well) and the
+problem carries on. Problems still at such a point when the iterations run out are returned
+with ``saddle`` set and ``converged`` false.
 
 Each iteration evaluates the energy, gradient and Hessian once, at the trial point
 (``derivatives.value_gradient_hessian``), and carries them over where the step is accepted: a
 rejected step does not recompute the derivatives at the unchanged point, and an energy that
-declares ``value_gradient_hessian`` pays one pass per iteration instead of three.
+declares ``value_gradient_hessian`` pays one pass per iteration instead of three. Only the
+problems still active are factored (on the iterations that test for "every problem stopped"):
+a stopped problem's ``H + μI`` does not change, and its step is masked out anyway.
 """
 
 from __future__ import annotations
@@ -85,20 +89,33 @@ class NewtonTrustRegion:
         escape = torch.zeros(b, dtype=torch.bool, device=dev)
         radius = 1 + y.abs().amax(-1)  # escape step length
         u = torch.zeros_like(y)  # escape direction (set by the second-order check)
+        psd = torch.zeros(b, dtype=torch.bool, device=dev)  # H certified (spectral.certify_psd)
         every = self.check_every or (1 if dev.type == "cpu" else 4)
         for it in range(self.max_iter):
             gmax = g.abs().amax(-1)
+            rows = None  # the problems to factor (None: all)
             if not self.fixed_iterations:
-                converged, escape, u, curv = self._check(converged, pending | (gmax <= tol), h)
+                converged, escape, u, psd = self._check(converged, pending | (gmax <= tol), h,
+                                                        psd)
                 active = ~converged
-                if it % every == 0 and not bool(active.any()):
-                    break
+                if it % every == 0:
+                    rows = active.nonzero().flatten()  # the loop's host synchronisation
+                    if rows.numel() == 0:
+                        break
+                    rows = None if rows.numel() == b else rows
             else:
                 active = torch.ones(b, dtype=torch.bool, device=dev)
-            shifted = h.clone()  # H + μI with the shift added on the diagonal in place
-            torch.diagonal(shifted, dim1=-2, dim2=-1).add_(mu[:, None])
-            chol, pd = cholesky(shifted)
-            d = -cholesky_apply(chol, g)
+            if rows is None:
+                shifted = h.clone()  # H + μI with the shift added on the diagonal in place
+                torch.diagonal(shifted, dim1=-2, dim2=-1).add_(mu[:, None])
+                chol, pd = cholesky(shifted)
+                d = -cholesky_apply(chol, g)
+            else:  # a stopped problem's H + μI does not change: factor the active ones only
+                shifted = h[rows]
+                torch.diagonal(shifted, dim1=-2, dim2=-1).add_(mu[rows, None])
+                chol, pd_rows = cholesky(shifted)
+                d = torch.zeros_like(g).index_copy_(0, rows, -cholesky_apply(chol, g[rows]))
+                pd = torch.zeros_like(active).index_copy_(0, rows, pd_rows)
             d = torch.where((pd & active).unsqueeze(-1), d, torch.zeros_like(d))
             d = torch.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
             # escapes along the negative curvature, downhill, to the radius (masked on the
@@ -129,18 +146,21 @@ class NewtonTrustRegion:
                 pending = (small | flat) & ~escape
         # g is the gradient at the final y (carried with every accepted step)
         stop = pending | (g.abs().amax(-1) <= tol)
-        converged, saddle, _, _ = self._check(converged, stop, h)
+        converged, saddle, _, psd = self._check(converged, stop, h, psd)
         return SolveResult(y=y, converged=converged, iterations=iters, energy=e, grad=g,
                            hessian=h, perturbed=perturbed,
-                           saddle=saddle if self.second_order else None)
+                           saddle=saddle if self.second_order else None,
+                           psd=psd if self.second_order else None)
 
-    def _check(self, converged: Tensor, stop: Tensor, h: Tensor
+    def _check(self, converged: Tensor, stop: Tensor, h: Tensor, psd: Tensor
                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Problems that ``stop`` and are not yet converged become converged unless ``H`` has
-        negative curvature: ``(converged, negative, direction, curvature)``."""
+        negative curvature: ``(converged, negative, direction, psd)``. ``psd`` is updated for the
+        problems checked; a certified problem converges, so it never moves again and its
+        certificate stays valid at the returned point."""
         cand = stop & ~converged
         if not self.second_order or not bool(cand.any()):
             zero = torch.zeros_like(h[:, 0])
-            return converged | cand, torch.zeros_like(cand), zero, zero[:, 0]
-        neg, u, curv = negative_curvature_dense(h, cand)
-        return converged | (cand & ~neg), neg, u, curv
+            return converged | cand, torch.zeros_like(cand), zero, psd
+        neg, u, _, checked = negative_curvature_dense(h, cand)
+        return converged | (cand & ~neg), neg, u, torch.where(cand, checked, psd)
