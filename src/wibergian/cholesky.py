@@ -2,8 +2,10 @@
 
 ``cholesky`` and ``cholesky_apply`` pick the fastest route by size (measured on one CPU thread,
 B = 10,000-20,000): closed forms on ``(B,)`` vectors for ``n ≤ 2``, LAPACK above; ``cholesky_solve``
-up to ``n = 24`` and two triangular solves above. ``HessianFactor`` is how a forward solver hands
-its factorisation to the final step and the adjoint (``linsolve.dense_solve``).
+up to ``n = 24`` and two triangular solves above. ``shifted_cholesky`` factors ``H + σI`` in one
+owned buffer (every shifted factorisation of the library goes through it). ``HessianFactor`` is
+how a forward solver hands its factorisation to the final step and the adjoint
+(``linsolve.dense_solve``).
 """
 
 from __future__ import annotations
@@ -79,6 +81,38 @@ def cholesky(m: Tensor) -> tuple[Tensor, Tensor]:
     zero = torch.zeros_like(l00)
     chol = torch.stack([torch.stack([l00, zero], -1), torch.stack([l10, l11], -1)], -2)
     return chol, ok
+
+
+def work_buffer(b: int, n: int, like: Tensor) -> Tensor:
+    """An uninitialised ``(b, n, n)`` buffer with LAPACK's layout (each matrix column-major), for
+    :func:`shifted_cholesky` to factor in place."""
+    return torch.empty(b, n, n, dtype=like.dtype, device=like.device).mT
+
+
+def shifted_cholesky(h: Tensor, shift: Tensor | float, out: Tensor | None = None
+                     ) -> tuple[Tensor, Tensor]:
+    """:func:`cholesky` of ``H + diag(shift)`` (``h`` ``(B, n, n)``, lower triangle read;
+    ``shift`` ``(B,)`` or a number), computed in one buffer that becomes the factor.
+
+    ``H`` is copied once into ``out`` (a :func:`work_buffer`, or a fresh one), shifted there and
+    factored in place: no second ``(B, n, n)`` allocation for ``L`` and no copy of the input into
+    it (at ``B = 1000``, ``n = 32``: 6.4 ms instead of 14 ms per factorisation with the default
+    allocator, whose fresh 8 MB buffers fault in page by page; bit-identical factors). The
+    factor is returned as a view of ``out`` (column-major matrices; the caller must not reuse
+    ``out`` while it needs the factor).
+    """
+    b, n = h.shape[0], h.shape[-1]
+    add = shift[:, None] if isinstance(shift, Tensor) else shift
+    if n <= 2:
+        m = h.clone()
+        torch.diagonal(m, dim1=-2, dim2=-1).add_(add)
+        return cholesky(m)
+    w = work_buffer(b, n, h) if out is None else out
+    w.copy_(h)
+    torch.diagonal(w, dim1=-2, dim2=-1).add_(add)
+    info = torch.empty(b, dtype=torch.int32, device=h.device)
+    chol, info = torch.linalg.cholesky_ex(w, out=(w, info))
+    return chol, info == 0
 
 
 def cholesky_apply(chol: Tensor, g: Tensor) -> Tensor:

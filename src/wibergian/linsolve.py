@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .cholesky import HessianFactor, cholesky, cholesky_apply
+from .cholesky import HessianFactor, cholesky, cholesky_apply, shifted_cholesky, work_buffer
 from .spectral import cap_to_bound, certify_psd, eig_fallback, psd_margin
 
 __all__ = ["REGULARISERS", "HessianFactor", "SolveStats", "cap_to_bound", "cg_solve", "cholesky",
@@ -147,18 +147,20 @@ def dense_solve(
     v = torch.empty_like(g)
     bad = torch.empty(b, dtype=torch.bool, device=g.device)
     ok = torch.empty(b, dtype=torch.bool, device=g.device) if keep_factor else None
-    chol = torch.empty_like(h) if keep_factor and b > rows else None
+    # one work buffer for every block's factorisations; the kept factor gets its own
+    work = work_buffer(min(b, rows), n, h) if n > 2 else None
+    chol = None if not keep_factor else work_buffer(b, n, h) if n > 2 else torch.empty_like(h)
     for lo in range(0, b, rows):
         hi = min(b, lo + rows)
         check = (damping > 0 and psd_known is not True) and (
             ~psd_known[lo:hi] if isinstance(psd_known, Tensor) else True)
-        v[lo:hi], bad[lo:hi], block_chol, block_ok = _ridge_block(h[lo:hi], g[lo:hi], damping,
-                                                                  psd_check=check)
-        if ok is not None:
+        block_work = None if work is None else work[: hi - lo]
+        v[lo:hi], bad[lo:hi], block_chol, block_ok = _ridge_block(
+            h[lo:hi], g[lo:hi], damping, check, block_work,
+            block_work if chol is None or work is None else chol[lo:hi])
+        if ok is not None and chol is not None:
             ok[lo:hi] = block_ok
-            if chol is None:
-                chol = block_chol
-            else:
+            if work is None:  # n ≤ 2: closed-form factors, built apart
                 chol[lo:hi] = block_chol
     fallback = torch.zeros(b, dtype=torch.bool, device=g.device)
     nonfinite = torch.zeros(b, dtype=torch.bool, device=g.device)
@@ -175,16 +177,15 @@ def dense_solve(
     return v, stats
 
 
-def _ridge_block(h: Tensor, g: Tensor, damping: float, psd_check: bool | Tensor
+def _ridge_block(h: Tensor, g: Tensor, damping: float, psd_check: bool | Tensor,
+                 work: Tensor | None = None, factor_out: Tensor | None = None
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(H + λI)^-1 g`` by Cholesky for one block; returns ``(v, bad, chol, ok)``: ``bad``
     where the factorisation failed, ``v`` is not finite, or (``psd_check``: all problems, or
     a ``(B,)`` bool of those to test) ``H`` is not certified positive semi-definite; ``chol``,
-    ``ok`` the factor of ``H + λI``."""
-    m = h.clone()  # one work buffer: H with its diagonal shifted in place (no eye broadcasts)
-    m_diag = torch.diagonal(m, dim1=-2, dim2=-1)
-    m_diag.add_(damping)
-    chol, ok = cholesky(m)
+    ``ok`` the factor of ``H + λI`` (in ``factor_out``; the certificate is factored in
+    ``work``, which may be the same buffer: the factor is used before)."""
+    chol, ok = shifted_cholesky(h, damping, out=factor_out)
     v = cholesky_apply(chol, g)
     bad = ~ok | ~torch.isfinite(v).all(dim=-1)
     # H itself must be positive semi-definite for the 1/λ bound: H + λI can be positive
@@ -195,10 +196,8 @@ def _ridge_block(h: Tensor, g: Tensor, damping: float, psd_check: bool | Tensor
     if isinstance(psd_check, Tensor) and not bool(psd_check.all()):
         if bool(psd_check.any()):  # only the problems whose certificate is not known yet
             bad[psd_check] |= ~certify_psd(h[psd_check])
-    elif psd_check is not False:  # every problem, in the work buffer (= certify_psd)
-        m_diag.copy_(torch.diagonal(h, dim1=-2, dim2=-1) - psd_margin(h)[:, None])
-        _, ok_psd = cholesky(m)
-        bad = bad | ~ok_psd
+    elif psd_check is not False:  # every problem
+        bad = bad | ~certify_psd(h, out=work)
     return v, bad, chol, ok
 
 

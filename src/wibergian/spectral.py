@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .cholesky import cholesky, cholesky_apply
+from .cholesky import cholesky, cholesky_apply, shifted_cholesky
 
 __all__ = ["cap_to_bound", "certify_psd", "eig_fallback", "psd_margin"]
 
@@ -26,14 +26,13 @@ def psd_margin(h: Tensor) -> Tensor:
     return (4 * n * torch.finfo(h.dtype).eps) * scale
 
 
-def certify_psd(h: Tensor) -> Tensor:
+def certify_psd(h: Tensor, out: Tensor | None = None) -> Tensor:
     """``(B,)`` bool: the semi-definiteness certificate of ``H`` ``(B, n, n)``, a Cholesky of
     ``H - τI`` (``τ = psd_margin(H)``) that succeeds, so ``λ_min(H) ≥ τ - O(n·eps·||H||) ≥ 0``.
     The one test behind the dense solve's ``1/λ`` bound (``linsolve``) and the Newton solver's
-    second-order check (``solvers/curvature.py``), which hands its verdict on to the former."""
-    m = h.clone()
-    torch.diagonal(m, dim1=-2, dim2=-1).sub_(psd_margin(h)[:, None])
-    return cholesky(m)[1]
+    second-order check (``solvers/curvature.py``), which hands its verdict on to the former.
+    ``out``: a ``cholesky.work_buffer`` to factor in (overwritten)."""
+    return shifted_cholesky(h, -psd_margin(h), out)[1]
 
 
 def cap_to_bound(v: Tensor, g: Tensor, damping: float) -> tuple[Tensor, Tensor]:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..cholesky import cholesky
+from ..cholesky import shifted_cholesky
 from ..spectral import certify_psd
 
 
@@ -53,9 +53,7 @@ def negative_curvature_dense(h: Tensor, mask: Tensor
     idx, hs = idx[~certified], hs[~certified]
     scale = hs.abs().amax(dim=(-1, -2)).clamp_min(1.0)
     tau = (torch.finfo(h.dtype).eps ** 0.5) * scale
-    shifted = hs.clone()
-    torch.diagonal(shifted, dim1=-2, dim2=-1).add_(tau[:, None])
-    _, ok = cholesky(shifted)
+    _, ok = shifted_cholesky(hs, tau)
     bad = idx[~ok]
     if bad.numel() == 0:
         return neg, direction, curvature, psd

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..cholesky import cholesky, cholesky_apply
+from ..cholesky import cholesky_apply, shifted_cholesky, work_buffer
 from ..derivatives import value_gradient_hessian
 from ..energy import EnergyFn
 from .base import SolveResult
@@ -90,6 +90,7 @@ class NewtonTrustRegion:
         radius = 1 + y.abs().amax(-1)  # escape step length
         u = torch.zeros_like(y)  # escape direction (set by the second-order check)
         psd = torch.zeros(b, dtype=torch.bool, device=dev)  # H certified (spectral.certify_psd)
+        work = work_buffer(b, n, y) if n > 2 else None  # every iteration's H + μI, factored
         every = self.check_every or (1 if dev.type == "cpu" else 4)
         for it in range(self.max_iter):
             gmax = g.abs().amax(-1)
@@ -105,15 +106,12 @@ class NewtonTrustRegion:
                     rows = None if rows.numel() == b else rows
             else:
                 active = torch.ones(b, dtype=torch.bool, device=dev)
-            if rows is None:
-                shifted = h.clone()  # H + μI with the shift added on the diagonal in place
-                torch.diagonal(shifted, dim1=-2, dim2=-1).add_(mu[:, None])
-                chol, pd = cholesky(shifted)
+            if rows is None:  # H + μI, factored in the one work buffer of the solve
+                chol, pd = shifted_cholesky(h, mu, out=work)
                 d = -cholesky_apply(chol, g)
             else:  # a stopped problem's H + μI does not change: factor the active ones only
-                shifted = h[rows]
-                torch.diagonal(shifted, dim1=-2, dim2=-1).add_(mu[rows, None])
-                chol, pd_rows = cholesky(shifted)
+                chol, pd_rows = shifted_cholesky(
+                    h[rows], mu[rows], out=None if work is None else work[: rows.numel()])
                 d = torch.zeros_like(g).index_copy_(0, rows, -cholesky_apply(chol, g[rows]))
                 pd = torch.zeros_like(active).index_copy_(0, rows, pd_rows)
             d = torch.where((pd & active).unsqueeze(-1), d, torch.zeros_like(d))
