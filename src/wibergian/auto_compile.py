@@ -2,18 +2,27 @@
 
 Eagerly, every operation of the user's energy, and each of the ``n`` reverse passes that build
 its Hessian, is its own kernel; ``compile=True`` traces and fuses them (``compiled.py``) but
-spends seconds compiling each energy and problem shape (measured on the dense ridge-logistic
-energy, n = 8, B = 1,000, 2 cores: 20 s with an empty Inductor cache, 6 s with a warm one,
-against 0.15 s per eager call). ``"auto"`` therefore runs the first :data:`AFTER_CALLS` calls
-of an energy eagerly and compiles from the next one on, per *signature*:
+spends seconds compiling each energy and problem shape. Measured (2 cores shared with other
+work, one thread, forward + backward per call):
+
+- ridge-logistic energy, n = 8, B = 1,000: the compiling call took 23 s with an empty Inductor
+  cache and 7 s with a warm one; eager calls 0.17 s, compiled ones 0.10 s;
+- the README's energy (n = 1, B = 64): eager 0.029 s, compiled 0.014 s per call: compiling repays
+  itself only after ~400-1,500 calls, more than the README's 101 steps.
+
+So ``"auto"`` compiles a *signature*
 
     (energy object, y's trailing shape, dtype, device, rows per compiled block)
 
-so a training loop compiles after its first few steps, a one-off call never compiles, and an
-odd last batch (another row count) stays eager until it too recurs :data:`AFTER_CALLS` times.
-The switch depends on call counts only, never on timings: a seeded run repeats to the last
-digit. Compiled and eager results agree to rounding (each kernel is checked against the eager
-energy when built, ``compiled.py``; reused kernels are guarded, ``retrace.py``).
+once it has run :data:`AFTER_CALLS` (20) eager calls **and** solved :data:`AFTER_UNKNOWNS`
+(200,000) unknowns eagerly (``Σ B·n`` over those calls): a deterministic stand-in for the eager
+seconds a compilation must repay. W1 at B = 20,000 (40,000 unknowns a call) compiles after 20
+calls, the ridge-logistic energy at n = 8, B = 1,000 after 25, at n = 2 after 100; the README's
+example never does. A one-off call never compiles, and an odd last batch (another row count)
+stays eager until it recurs as often. The switch depends on counts only, never on timings: a
+seeded run repeats to the last digit. Compiled and eager results agree to rounding (each kernel
+is checked against the eager energy when built, ``compiled.py``; reused kernels are guarded,
+``retrace.py``).
 
 Left eager, silently (counted in :data:`AUTO`):
 
@@ -31,7 +40,7 @@ eagerly for good with one :class:`~wibergian.CompileFallbackWarning` that names
 Controls: ``compile=False`` (never) or ``True`` (from the first call) per call;
 :data:`AFTER_CALLS` for the process, initialised from the environment variable
 ``WIBERGIAN_AUTO_COMPILE_AFTER`` (a whole number; ``0`` never compiles automatically); and
-:func:`auto_compile_after`, a context manager that sets it for a block.
+:func:`auto_compile_after`, a context manager that sets both thresholds for a block.
 """
 
 from __future__ import annotations
@@ -67,11 +76,14 @@ def _after_from_env() -> int:
 
 #: eager calls of one signature before ``compile="auto"`` compiles it; ``0``: never
 AFTER_CALLS: int = _after_from_env()
+#: and the unknowns those eager calls must have solved for (``Σ B·n``) before it compiles: a
+#: deterministic stand-in for the eager seconds a compilation has to repay
+AFTER_UNKNOWNS = 200_000
 #: signatures compiled automatically, and those left eager because the energy's state cannot be
 #: guarded or the energy is not weak-referenceable
 AUTO = {"compiled": 0, "unguardable": 0, "unreferenceable": 0}
-_NEVER = -1
-_counts: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], int]] = \
+_NEVER, _COMPILED = -1, -2
+_counts: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[int, int]]] = \
     weakref.WeakKeyDictionary()
 
 
@@ -82,20 +94,25 @@ def check_mode(compile: Any) -> None:
 
 
 @contextlib.contextmanager
-def auto_compile_after(calls: int) -> Iterator[None]:
-    """Within the block, ``compile="auto"`` compiles after ``calls`` eager calls (``0``: never).
+def auto_compile_after(calls: int, unknowns: int | None = None) -> Iterator[None]:
+    """Within the block, ``compile="auto"`` compiles after ``calls`` eager calls (``0``: never)
+    that solved at least ``unknowns`` unknowns (``Σ B·n``; unchanged if ``None``).
 
     >>> with auto_compile_after(0):  # doctest: +SKIP
     ...     y = argmin(energy, y0, params)   # eager, however often it is called
     """
-    global AFTER_CALLS
-    if not isinstance(calls, int) or isinstance(calls, bool) or calls < 0:
-        raise ValueError(f"calls must be a whole number ≥ 0; got {calls!r}")
-    old, AFTER_CALLS = AFTER_CALLS, calls
+    global AFTER_CALLS, AFTER_UNKNOWNS
+    for name, v in (("calls", calls), ("unknowns", 0 if unknowns is None else unknowns)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{name} must be a whole number ≥ 0; got {v!r}")
+    old = AFTER_CALLS, AFTER_UNKNOWNS
+    AFTER_CALLS = calls
+    if unknowns is not None:
+        AFTER_UNKNOWNS = unknowns
     try:
         yield
     finally:
-        AFTER_CALLS = old
+        AFTER_CALLS, AFTER_UNKNOWNS = old
 
 
 def wants_compile(compile: Any, energy: Any, y0: Tensor, rows: int) -> bool:
@@ -112,19 +129,20 @@ def wants_compile(compile: Any, energy: Any, y0: Tensor, rows: int) -> bool:
         AUTO["unreferenceable"] += 1
         return False
     key = (tuple(y0.shape[1:]), y0.dtype, y0.device, rows)
-    seen = per.get(key, 0)
-    if seen == _NEVER:
+    calls, work = per.get(key, (0, 0))
+    if calls == _NEVER:
         return False
-    if seen < AFTER_CALLS:
-        per[key] = seen + 1
+    if calls < 0:  # compiled already
+        return True
+    if calls < AFTER_CALLS or work < AFTER_UNKNOWNS:
+        per[key] = (calls + 1, work + y0.numel())
         return False
-    if seen == AFTER_CALLS:  # the first compiled call of this signature
-        try:
-            describe(energy)
-        except Exception:  # noqa: BLE001 - cannot be guarded: compiling could bake it in
-            per[key] = _NEVER
-            AUTO["unguardable"] += 1
-            return False
-        per[key] = seen + 1
-        AUTO["compiled"] += 1
+    try:  # the first compiled call of this signature
+        describe(energy)
+    except Exception:  # noqa: BLE001 - cannot be guarded: compiling could bake it in
+        per[key] = (_NEVER, work)
+        AUTO["unguardable"] += 1
+        return False
+    per[key] = (_COMPILED, work)
+    AUTO["compiled"] += 1
     return True

@@ -44,7 +44,7 @@ def test_auto_compiles_after_the_count_and_matches_eager_and_closed_form():
     a = torch.randn(6, 3, dtype=D, requires_grad=True)
     s = torch.tensor(2.0, dtype=D, requires_grad=True)
     before = auto_compile.AUTO["compiled"]
-    with auto_compile.auto_compile_after(2):
+    with auto_compile.auto_compile_after(2, unknowns=0):
         for _ in range(2):
             y, info = _call(energy, a, s)
             assert info.compile_s == 0.0 and not _compiled(energy)
@@ -89,26 +89,53 @@ def test_auto_counts_per_signature_and_per_object(monkeypatch):
 
     a5, a7 = torch.randn(5, 2, dtype=D), torch.randn(7, 2, dtype=D)
     s = torch.tensor(1.0, dtype=D)
-    with auto_compile.auto_compile_after(3):
+    with auto_compile.auto_compile_after(3, unknowns=42):
         for _ in range(3):
-            _call(energy, a5, s)
-            _call(energy, a7, s)  # another row count: its own count
+            _call(energy, a5, s)  # 10 unknowns a call
+            _call(energy, a7, s)  # another row count: its own count (14 a call)
         assert builds == []
-        _call(energy, a5, s)
+        _call(energy, a7, s)  # 3 calls and 42 unknowns: compiled
         assert builds == ["compile='auto'"]
-        _call(energy, a7, s)
+        for _ in range(2):  # 3 calls but 30 unknowns: 2 more eager calls reach 50 ≥ 42
+            _call(energy, a5, s)
+        assert builds == ["compile='auto'"]
+        _call(energy, a5, s)
         assert builds == ["compile='auto'"] * 2
-        for _ in range(5):  # a new function object per call never reaches the count
+        _call(energy, a5, s)  # compiled already: no new count, compiled again
+        assert builds == ["compile='auto'"] * 3
+        for _ in range(8):  # a new function object per call never reaches the count
             _call(lambda y, a, s: quad(y, a, s), a5, s)
-        assert len(builds) == 2
+        assert len(builds) == 3
         _call(energy, a5, s, compile=False)  # False never compiles, True at once
-        assert len(builds) == 2
+        assert len(builds) == 3
         _call(lambda y, a, s: quad(y, a, s), a5, s, compile=True)
         assert builds[-1] == "compile=True"
     with auto_compile.auto_compile_after(0):  # 0: never
         for _ in range(5):
             _call(energy, a5, s)
-    assert len(builds) == 3
+    assert len(builds) == 4
+
+
+def test_default_thresholds_spare_small_loops(monkeypatch):
+    """With the shipped thresholds (20 calls, 200,000 unknowns), the README's loop (B = 64,
+    n = 1, 101 steps) stays eager; B = 1,000, n = 8 compiles on its 26th call."""
+    builds: list[str] = []
+    monkeypatch.setattr(importlib.import_module("wibergian.argmin"), "compiled_energy",
+                        lambda e, option: _Recorded(e, option, builds))
+
+    def energy(y, a, s):
+        return quad(y, a, s)
+
+    assert (auto_compile._DEFAULT_AFTER, auto_compile.AFTER_UNKNOWNS) == (20, 200_000)
+    small, big = torch.randn(64, 1, dtype=D), torch.randn(1000, 8, dtype=D)
+    s = torch.tensor(1.0, dtype=D)
+    with auto_compile.auto_compile_after(20, unknowns=200_000):
+        for _ in range(101):
+            _call(energy, small, s)
+        assert builds == []
+        for i in range(26):
+            _call(energy, big, s)
+            assert builds == ([] if i < 25 else ["compile='auto'"])
 
 
 def test_auto_leaves_an_unguardable_energy_eager_without_warning():
@@ -122,7 +149,7 @@ def test_auto_leaves_an_unguardable_energy_eager_without_warning():
     before = auto_compile.AUTO["unguardable"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with auto_compile.auto_compile_after(1):
+        with auto_compile.auto_compile_after(1, unknowns=0):
             for _ in range(4):
                 y, info = _call(energy, a, s)
     assert auto_compile.AUTO["unguardable"] == before + 1
@@ -141,7 +168,7 @@ def test_auto_compile_failure_warns_once_naming_compile_false(monkeypatch):
 
     a, s = torch.randn(4, 2, dtype=D), torch.tensor(1.0, dtype=D)
     before = compiled.FALLBACKS["count"]
-    with auto_compile.auto_compile_after(1):
+    with auto_compile.auto_compile_after(1, unknowns=0):
         _call(energy, a, s)
         with pytest.warns(CompileFallbackWarning, match=r"compile='auto'.*compile=False"):
             y, _ = _call(energy, a, s)
@@ -167,14 +194,17 @@ def test_environment_variable_and_context_manager(monkeypatch):
         monkeypatch.setenv("WIBERGIAN_AUTO_COMPILE_AFTER", raw)
         with pytest.raises(ValueError, match="WIBERGIAN_AUTO_COMPILE_AFTER"):
             auto_compile._after_from_env()
-    old = auto_compile.AFTER_CALLS
-    with pytest.raises(RuntimeError), auto_compile.auto_compile_after(5):
-        assert auto_compile.AFTER_CALLS == 5
+    old = auto_compile.AFTER_CALLS, auto_compile.AFTER_UNKNOWNS
+    with pytest.raises(RuntimeError), auto_compile.auto_compile_after(5, unknowns=9):
+        assert (auto_compile.AFTER_CALLS, auto_compile.AFTER_UNKNOWNS) == (5, 9)
         raise RuntimeError
-    assert auto_compile.AFTER_CALLS == old  # restored on error
-    with pytest.raises(ValueError, match="whole number"):
-        with auto_compile.auto_compile_after(-2):
-            pass
+    assert (auto_compile.AFTER_CALLS, auto_compile.AFTER_UNKNOWNS) == old  # restored on error
+    with auto_compile.auto_compile_after(4):
+        assert auto_compile.AFTER_UNKNOWNS == old[1]  # unknowns=None leaves it
+    for bad in ((-2, None), (3, -1), (2.5, None), (True, None)):
+        with pytest.raises(ValueError, match="whole number"):
+            with auto_compile.auto_compile_after(*bad):
+                pass
 
 
 @pytest.mark.parametrize(("argv", "command", "want"), [

@@ -19,6 +19,7 @@ and JAXopt ``custom_root`` (ridge-CG, λ = 0.1) around the same Newton iteration
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import types
@@ -37,6 +38,8 @@ from .methods_torch import _leaves, _TorchMethod
 from .workloads import W1Data, w1_energy, w1_loss
 
 D_ROWS = 64
+#: eager calls the default rows may make before ``compile="auto"`` switches (an error if not)
+MAX_EAGER_CALLS = 2000
 D_TOL = 1e-10  # the anchors' stopping rule (rtol = atol), ours uses its float64 default 1e-8
 
 
@@ -63,15 +66,20 @@ class _UserMethod(_TorchMethod):
 
     compile: bool | str = "auto"
     max_warmup: int | None = None
+    #: eager calls the default row made before its switch (set by :meth:`prepare`)
+    eager_calls: int | None = None
 
     def _info(self, compile: bool | str, setting: str, damping: float) -> MethodInfo:
-        after = auto_compile.AFTER_CALLS
-        if self.max_warmup is not None:
-            after = min(after, self.max_warmup)
         if compile == "auto":
             name = "ours (user's energy)"
-            how = (f", compile='auto': timed after its switch to compiled ({after} eager "
-                   "warm-up calls)" if after else ", compile='auto' switched off: eager")
+            if not auto_compile.AFTER_CALLS:
+                how = ", compile='auto' switched off: eager"
+            elif self.max_warmup is not None:
+                how = (f", compile='auto' timed compiled, after {self.max_warmup} eager warm-up "
+                       "call(s) (the switch lowered to keep the bench short)")
+            else:
+                how = (", compile='auto' timed in its steady state, compiled (after the eager "
+                       "calls its switch needs; the first compiled call is the first call)")
         else:
             name = f"ours (user's energy, compile={compile})"
             how = f", compile={compile}"
@@ -85,17 +93,28 @@ class _UserMethod(_TorchMethod):
         return self.compile is True or (self.compile == "auto" and auto_compile.AFTER_CALLS > 0)
 
     def prepare(self) -> float:
+        """``compile=True``: time the first call. Default: make the eager calls until the switch
+        (``auto_compile.AUTO["compiled"]`` counts it), timing the call that compiles."""
         if not self.jit_compiled:
             return 0.0
-        after = auto_compile.AFTER_CALLS if self.compile == "auto" else 0
-        if self.max_warmup is not None:
-            after = min(after, self.max_warmup)
-        with auto_compile.auto_compile_after(max(after, 1) if self.compile == "auto" else 0):
-            for _ in range(after):
-                self.gradient()
+        if self.compile is True:
             t = time.perf_counter()
             self.gradient()
             return time.perf_counter() - t
+        cap = self.max_warmup
+        block = (auto_compile.auto_compile_after(cap, unknowns=0) if cap is not None
+                 else contextlib.nullcontext())
+        with block:
+            for calls in range(MAX_EAGER_CALLS):
+                before = auto_compile.AUTO["compiled"]
+                t = time.perf_counter()
+                self.gradient()
+                took = time.perf_counter() - t
+                if auto_compile.AUTO["compiled"] > before:
+                    self.eager_calls = calls  # before the switch (reported in the JSON)
+                    return took
+        raise RuntimeError(f"{self.info.name}: compile='auto' did not switch within "
+                           f"{MAX_EAGER_CALLS} calls")
 
 
 class W1User(_UserMethod):
