@@ -2,13 +2,16 @@
 
 Eagerly, every operation of the user's energy, and each of the ``n`` reverse passes that build
 its Hessian, is its own kernel; ``compile=True`` traces and fuses them (``compiled.py``) but
-spends seconds compiling each energy and problem shape. Measured (2 cores shared with other
-work, one thread, forward + backward per call):
+spends seconds compiling each energy and problem shape. Measured (``python
+benchmarks/auto_compile_cost.py``; 2 cores shared with other work, one thread, forward + backward
+per call):
 
-- ridge-logistic energy, n = 8, B = 1,000: the compiling call took 23 s with an empty Inductor
-  cache and 7 s with a warm one; eager calls 0.17 s, compiled ones 0.10 s;
-- the README's energy (n = 1, B = 64): eager 0.029 s, compiled 0.014 s per call: compiling repays
-  itself only after ~400-1,500 calls, more than the README's 101 steps.
+- ridge-logistic energy, n = 8, B = 1,000: the compiling calls took 31 s with an empty Inductor
+  cache and 10 s with a warm one; eager calls 0.12-0.18 s, compiled ones 0.09 s: repaid after
+  ~320 calls;
+- the README's energy (n = 1, B = 64, ``--energy readme --unknowns 0``): eager 0.04-0.05 s,
+  compiled 0.033-0.035 s per call, 12 s (warm cache) to 38 s (empty) of compiling: repaid only
+  after ~800-4,000 calls, far more than the README's 101 steps.
 
 So ``"auto"`` compiles a *signature*
 
