@@ -221,3 +221,38 @@ def test_cli_compile_option(monkeypatch, argv, command, want):
         assert cli.main([*argv, command]) == 0
         assert auto_compile.AFTER_CALLS == 13
     assert seen == [want]
+
+
+def test_auto_switch_under_torch_func_and_forward_mode():
+    """The call that compiles, and those after it, give torch.func.grad and forward-mode
+    derivatives equal to the eager ones."""
+
+    def energy(y, a, s):  # quartic: Newton iterates, the Hessian depends on y
+        return 0.5 * s * ((y - a) ** 2).sum(-1) + 0.25 * (y**4).sum(-1)
+
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(6, 3, dtype=D, generator=gen)
+    s = torch.tensor(2.0, dtype=D)
+    y0 = torch.zeros(6, 3, dtype=D)
+
+    def loss(s_, compile):
+        return wibergian.argmin(energy, y0, (a, s_), compile=compile).pow(2).sum()
+
+    def tangent(compile):
+        from torch.autograd.forward_ad import dual_level, make_dual, unpack_dual
+
+        with dual_level():
+            y = wibergian.argmin(energy, y0, (a, make_dual(s, torch.ones_like(s))),
+                                 compile=compile)
+            return unpack_dual(y).tangent
+
+    want_g = torch.func.grad(lambda s_: loss(s_, False))(s)
+    want_t = tangent(False)
+    with auto_compile.auto_compile_after(1, unknowns=0):
+        got = [torch.func.grad(lambda s_: loss(s_, "auto"))(s) for _ in range(3)]
+        tangents = [tangent("auto") for _ in range(2)]
+    assert _compiled(energy)
+    for g in got:
+        torch.testing.assert_close(g, want_g, rtol=1e-9, atol=1e-12)
+    for t in tangents:
+        torch.testing.assert_close(t, want_t, rtol=1e-9, atol=1e-12)
