@@ -175,3 +175,28 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 32])
+def test_shifted_cholesky_in_place_equals_the_out_of_place_factor(n):
+    """``shifted_cholesky`` (factored in its own buffer) gives LAPACK's factor of ``H + σI`` bit
+    for bit, reading the lower triangle, for a permuted layout too, and leaves ``H`` alone."""
+    g = torch.Generator().manual_seed(n)
+    a = torch.randn(20, n, n, generator=g, dtype=D)
+    h = a @ a.mT + 1e-13 * torch.randn(20, n, n, generator=g, dtype=D)  # not exactly symmetric
+    h[3] = -h[3] - 2 * torch.eye(n, dtype=D)  # one that does not factor (σ < 1)
+    s = torch.rand(20, generator=g, dtype=D)
+    m = h.clone()
+    torch.diagonal(m, dim1=-2, dim2=-1).add_(s[:, None])
+    ref, ok_ref = cholesky_module.cholesky(m)
+    before = h.clone()
+    for layout in (h, h.permute(2, 0, 1).contiguous().permute(1, 2, 0)):
+        chol, ok = cholesky_module.shifted_cholesky(layout, s)
+        assert torch.equal(ok, ok_ref) and not bool(ok[3])
+        assert torch.equal(chol[ok], ref[ok])
+        assert torch.equal(layout, before)
+    work = cholesky_module.work_buffer(20, n, h)
+    chol, _ = cholesky_module.shifted_cholesky(h, s, out=work)
+    assert torch.equal(chol[ok_ref], ref[ok_ref])
+    if n > 2:
+        assert chol.data_ptr() == work.data_ptr()  # factored in the buffer given
