@@ -155,8 +155,8 @@ def test_handing_the_certificate_on_changes_no_result(kw):
     out = []
     for solver in (NewtonTrustRegion(max_iter=max_iter), _Withheld(max_iter=max_iter)):
         w = torch.zeros(n, dtype=D, requires_grad=True)
-        with pytest.warns() if max_iter < 100 else _nothing():
-            y, info = wibergian.argmin(_wells, y0, (a, w), solver=solver, return_info=True, **kw)
+        y, info = wibergian.argmin(_wells, y0, (a, w), solver=solver, return_info=True,
+                                   warn=False, **kw)
         (gw,) = torch.autograd.grad((y ** 3).sum(), w)
         out.append((y.detach(), gw, info))
     (y1, g1, i1), (y2, g2, i2) = out
@@ -167,14 +167,6 @@ def test_handing_the_certificate_on_changes_no_result(kw):
     if max_iter == 0:  # the stationary saddles are reported and get the counted fallback
         assert int(i1.saddle.sum()) >= 10
         assert i1.backward["backward_fallbacks"] >= int(i1.saddle.sum())
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 32])
