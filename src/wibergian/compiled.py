@@ -20,6 +20,11 @@ graphs are compiled (Inductor fuses them into vectorised loops):
   the reverse route is traced instead; if a rewrite raises, the folded graph is compiled
   unsimplified (counted in :data:`SIMPLIFY_FALLBACKS`).
 
+Every kernel's graph (these two and the two below) then has its CPU matrix-vector ``bmm`` nodes
+rewritten (``matvec.py``: Inductor lowers ``X @ y[..., None]`` as a reduction over ``X``'s
+contiguous dimension, ~5× slower than eager at ``K = 8``); if that raises, the graph is compiled
+unrewritten (counted in :data:`MATVEC_FALLBACKS`).
+
 Two more kernels serve one step each and, if they cannot be built, give up only that step
 (counted in ``FALLBACKS["candidates"]`` / ``["mixed"]``; the step then runs eagerly):
 
@@ -66,6 +71,7 @@ from torch import Tensor
 from .energy import EnergyFn
 from .errors import CompileFallbackWarning, warn  # the warning's old path still imports
 from .fold import fold_expanded_bmm
+from .matvec import lower_matvec
 from .retrace import RETRACES, Retracing, close  # noqa: F401 - RETRACES: counted here too
 from .simplify import simplify_graph
 
@@ -80,6 +86,11 @@ FUNC_MIN_N: int | None = 4
 SIMPLIFY_GRAPH = True
 #: traced graphs whose simplification raised (each then compiled folded, unsimplified)
 SIMPLIFY_FALLBACKS = {"count": 0}
+#: CPU matrix-vector ``bmm`` nodes are rewritten to the form Inductor compiles fast
+#: (``matvec.py``); ``False`` only to measure the pass (benchmarks/matvec_lowering.py)
+LOWER_MATVEC = True
+#: traced graphs whose matrix-vector rewrite raised (each then compiled unrewritten)
+MATVEC_FALLBACKS = {"count": 0}
 #: energies whose compilation failed (each then runs eagerly); ``candidates`` / ``mixed``:
 #: energies whose fused multi-start kernel / backward kernel failed (that step runs eagerly)
 FALLBACKS = {"count": 0, "candidates": 0, "mixed": 0}
@@ -283,6 +294,19 @@ class CompiledEnergy(Retracing):
         return torch.cat(outs)
 
     def _trace(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
+        """:meth:`_trace_simplified`, then (``LOWER_MATVEC``) its CPU matrix-vector products
+        rewritten (``matvec.py``); if that raises, the graph unrewritten (counted in
+        :data:`MATVEC_FALLBACKS`)."""
+        graph = self._trace_simplified(fn, yb, pb)
+        if LOWER_MATVEC:
+            try:
+                lower_matvec(graph)
+            except Exception:  # noqa: BLE001 - the graph as traced and simplified (counted)
+                MATVEC_FALLBACKS["count"] += 1
+                graph = self._trace_simplified(fn, yb, pb)
+        return graph
+
+    def _trace_simplified(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
         """``make_fx`` graph of ``fn`` (fake tensors); for the ``torch.func`` route ``vmap``'s
         copies folded away (``fold.py``), then products with the one-hot basis, zero tangents,
         unit factors and copies removed (``simplify.py``); that route falls back to the reverse
