@@ -19,6 +19,7 @@ eager (``< 1``: faster). Not a test: speeds are measured here, never asserted.
 
     python benchmarks/matvec_lowering.py [--ks 2,4,8,16,32,64,128] [--batch 1000] [--rounds 15]
         [--kernels value,vgh,mixed] [--variants off,auto,unroll,extern] [--shared]
+        [--dtype float64|float32]
 
 ``--shared``: one ``X`` ``(64, K)`` for all problems (``auto`` then rewrites to one ``mm``).
 """
@@ -85,15 +86,16 @@ def main() -> None:
                    ",".join(VARIANTS))
     p.add_argument("--shared", action="store_true",
                    help="one X (64, K) shared by all problems (the 'mm' form) instead of X_b")
+    p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     args = p.parse_args()
     torch.set_num_threads(1)
     variants = [v for v in args.variants.split(",") if v]
-    print(f"B = {args.batch}, M = 64, {'shared' if args.shared else 'batched'} X, float64, 1 "
+    print(f"B = {args.batch}, M = 64, {'shared' if args.shared else 'batched'} X, {args.dtype}, 1 "
           f"thread; thresholds: unroll "
           f"{matvec.UNROLL_MIN_K} ≤ K ≤ {matvec.UNROLL_MAX_K}, extern up to K = "
           f"{matvec.EXTERN_MAX_K}; median ms of {args.rounds} interleaved rounds")
     for k in (int(s) for s in args.ks.split(",")):
-        d = DenseData(args.batch, k)
+        d = DenseData(args.batch, k, dtype=getattr(torch, args.dtype))
         y = 0.1 * d.y_true
         ps = [d.x[0].contiguous() if args.shared else d.x, d.t, d.log_lam, d.mu]
         for kernel in args.kernels.split(","):

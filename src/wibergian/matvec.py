@@ -11,7 +11,7 @@ machine, whatever ``K``; at ``B = 1000``, ``M = 64`` the compiled product takes 
 
 :func:`lower_matvec` rewrites each such CPU ``bmm`` of a traced ATen graph, before
 ``torch.compile``, by the form measured fastest for its ``K``
-(``python benchmarks/matvec_lowering.py``, docs/method.md):
+(``python benchmarks/matvec_lowering.py``, docs/method.md; float64, ``B = 1000``, ``M = 64``):
 
 - **unrolled** (``UNROLL_MIN_K ≤ K ≤ UNROLL_MAX_K``): ``z = Σ_k X[:, :, k] · v[:, k]``, ``K``
   pointwise terms that Inductor fuses with the energy's next operations and vectorises across
@@ -21,8 +21,11 @@ machine, whatever ``K``; at ``B = 1000``, ``M = 64`` the compiled product takes 
   kernel and cannot decompose it);
 - **shared matrix** (the matrix's batch stride is 0, i.e. one ``(M, K)`` matrix expanded over
   the batch, for every ``K ≥ UNROLL_MIN_K``): one ``mm``, ``v (B, K) @ Xᵀ (K, M)``;
-- anything else (small or large ``K``, GPU tensors, products that are not matrix-vector) is left
-  unchanged.
+- anything else is left unchanged: ``K < UNROLL_MIN_K`` (Inductor does not vectorise along so
+  short a reduction: ``K = 3…7`` compile as fast as unrolled, the backward's mixed kernel 1.2-1.4×
+  faster), ``K > EXTERN_MAX_K`` (the per-row cost is then a small part of the row's work: at
+  ``K = 64`` neither form beat Inductor's beyond the noise, at ``K = 96, 128`` both lost),
+  GPU tensors (Inductor's GPU lowering has no such cost), products that are not matrix-vector.
 
 A one-row product ``(B, 1, K) @ (B, K, N)`` whose ``K`` is contiguous in the matrix is the
 transposed case (``(Bᵀ aᵀ)ᵀ``) and is rewritten the same way. Each rewrite is an exact identity
@@ -40,7 +43,7 @@ from torch import Tensor, fx
 aten = torch.ops.aten
 
 #: the reduction lengths rewritten as ``K`` unrolled pointwise terms (inclusive bounds)
-UNROLL_MIN_K = 4
+UNROLL_MIN_K = 8
 UNROLL_MAX_K = 32
 #: above ``UNROLL_MAX_K`` and up to this, the product is an opaque eager ``torch.bmm``
 EXTERN_MAX_K = 48
