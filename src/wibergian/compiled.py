@@ -20,10 +20,10 @@ graphs are compiled (Inductor fuses them into vectorised loops):
   the reverse route is traced instead; if a rewrite raises, the folded graph is compiled
   unsimplified (counted in :data:`SIMPLIFY_FALLBACKS`).
 
-Every kernel's graph (these two and the two below) then has its CPU matrix-vector ``bmm`` nodes
-rewritten (``matvec.py``: Inductor lowers ``X @ y[..., None]`` as a reduction over ``X``'s
-contiguous dimension, ~5× slower than eager at ``K = 8``); if that raises, the graph is compiled
-unrewritten (counted in :data:`MATVEC_FALLBACKS`).
+Every kernel's graph (these two and the two below) then has its float64 CPU matrix-vector
+``bmm`` nodes rewritten (``matvec.py``: Inductor lowers ``X @ y[..., None]`` as a reduction over
+``X``'s contiguous dimension, ~3× slower than eager at ``K = 8``); if that raises, the graph is
+compiled unrewritten (counted in :data:`MATVEC_FALLBACKS`).
 
 Two more kernels serve one step each and, if they cannot be built, give up only that step
 (counted in ``FALLBACKS["candidates"]`` / ``["mixed"]``; the step then runs eagerly):
