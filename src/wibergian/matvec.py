@@ -24,10 +24,11 @@ machine, whatever ``K``; at ``B = 1000``, ``M = 64`` the compiled product takes 
 - anything else is left unchanged: ``K < UNROLL_MIN_K`` (Inductor does not vectorise along so
   short a reduction: ``K = 3…7`` compile as fast as unrolled, the backward's mixed kernel 1.2-1.4×
   faster), ``K > EXTERN_MAX_K`` (the per-row cost is then a small part of the row's work: at
-  ``K = 64`` neither form beat Inductor's beyond the noise, at ``K = 96, 128`` both lost),
-  GPU tensors (Inductor's GPU lowering is another code path; not measured here), products that are not matrix-vector,
-  and dtypes other than float64: in float32 Inductor's own lowering is fast (value kernel
-  0.61 ms at ``K = 8``, where float64 takes 5.4) and the rewrite measured 1.2-1.65× slower at ``K = 8…32``.
+  ``K = 64`` neither form beat Inductor's beyond the noise, at ``K = 96, 128`` both lost), GPU
+  tensors (Inductor's GPU lowering is another code path; not measured here), products that are
+  not matrix-vector, and dtypes other than float64: in float32 Inductor's own lowering is fast
+  (value kernel 0.61 ms at ``K = 8``, where float64 takes 5.4) and the rewrite measured
+  1.2-1.65× slower at ``K = 8…32``.
 
 A one-row product ``(B, 1, K) @ (B, K, N)`` whose ``K`` is contiguous in the matrix is the
 transposed case (``(Bᵀ aᵀ)ᵀ``) and is rewritten the same way. Each rewrite is an exact identity
