@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from wibergian import auto_compile
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 LINE = re.compile(r"step\s+(\d+)\s+sigma\s+([\d.]+)\s+error\s+([\d.]+)")
 
@@ -26,8 +28,13 @@ def test_readme_example_prints_the_numbers_the_readme_states():
     assert [s for s, _, _ in shown] == [0, 25, 50, 75, 100]
 
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    compiled_before = auto_compile.AUTO["compiled"]
+    # the shipped compile="auto" thresholds (the suite otherwise runs with them off): pasted,
+    # the block runs eagerly (64 unknowns a call never reach 200,000 in 101 steps)
+    with contextlib.redirect_stdout(out), auto_compile.auto_compile_after(
+            auto_compile._DEFAULT_AFTER, unknowns=200_000):
         exec(compile(code, "README.md", "exec"), {})
+    assert auto_compile.AUTO["compiled"] == compiled_before
     printed = _parse(out.getvalue())
     assert [s for s, _, _ in printed] == [s for s, _, _ in shown]
     for (_, sig, err), (_, sig_r, err_r) in zip(printed, shown, strict=True):

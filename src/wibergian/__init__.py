@@ -6,6 +6,7 @@ the trust-region damped implicit derivative ``dy*/dw = -(H + λI)^-1 ∂(∇_y E
 """
 
 from .argmin import ArgminInfo, argmin
+from .auto_compile import auto_compile_after
 from .errors import (
     CompileFallbackWarning,
     FallbackWarning,
@@ -41,6 +42,7 @@ __all__ = [
     "WibergianWarning",
     "argmin",
     "argmin_jacobian",
+    "auto_compile_after",
     "lstsq",
     "scipy_minimizer",
 ]

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor
 
 from .adjoint import AdjointSpec
+from .auto_compile import check_mode, wants_compile
 from .checks import check_candidates, check_damping, check_inputs, start_energy
-from .compiled import compiled_energy
+from .compiled import block_rows, compiled_energy
 from .derivatives import (
     energy_value,
     gradient,
@@ -147,7 +148,7 @@ def argmin(
     cg_max_iter: int | None = None,
     return_info: bool = False,
     warn: bool = True,
-    compile: bool = False,
+    compile: bool | str = "auto",
 ) -> Tensor | tuple[Tensor, ArgminInfo]:
     """Minimise ``energy`` for a batch of independent problems, differentiably.
 
@@ -181,13 +182,18 @@ def argmin(
             the ``loss.backward()`` line) when problems do not converge, need fallbacks (forward
             final step or backward) or had their start moved; ``False`` silences all of them.
             The classes are in ``wibergian.errors`` (all subclasses of ``WibergianWarning``).
-        compile: compile the no-gradient functions built from ``energy`` (its value and its
+        compile: ``"auto"`` (default), ``True`` or ``False``. ``True`` compiles the
+            no-gradient functions built from ``energy`` (its value and its
             value-gradient-Hessian; ``compiled.py``), cached per energy object; the seconds
             spent compiling are reported apart in ``info.compile_s``. Python values the energy
             reads that are not ``params`` (closure, globals, attributes) are baked into the
             trace: a change re-traces (``compiled.RETRACES``; guarded by ``trace_guard.py``).
             Falls back to eager with a :class:`~wibergian.CompileFallbackWarning` when
-            compilation fails, the state cannot be guarded or keeps changing.
+            compilation fails, the state cannot be guarded or keeps changing. ``"auto"`` runs
+            the first ``auto_compile.AFTER_CALLS`` (20) calls of an energy object and problem
+            shape eagerly and compiles from the next one on (``auto_compile.py``: deterministic,
+            per signature; an energy whose state cannot be guarded stays eager); ``False``
+            never compiles.
 
     Returns:
         ``y*`` ``(B, n)`` (and the info when ``return_info``).
@@ -207,7 +213,9 @@ def argmin(
     if regulariser == "floor" and backend != "dense":
         raise ValueError("regulariser='floor' needs eigenvalues: use linear_solver='dense'")
     inner = _solver_from(solver, max_iter, tol, n)
-    compiled = compiled_energy(energy) if compile else None
+    check_mode(compile)
+    compiled = (compiled_energy(energy, "compile=True" if compile is True else "compile='auto'")
+                if wants_compile(compile, energy, y0, block_rows(b)) else None)
     compile_s0 = compiled.compile_seconds if compiled is not None else 0.0
     if compiled is not None:
         energy = compiled

@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="PyTorch intra-op threads (default 1, or $WIBERGIAN_THREADS: the workloads are many "
              "small batched ops, which extra threads slow down on a busy machine; see "
              "docs/method.md)")
+    parser.add_argument(
+        "--compile", choices=("off", "auto"), default="off",
+        help="argmin's automatic compilation in the experiments (default off: the figures in "
+             "the docs were made eagerly and repeat to the last digit; auto: the library's "
+             "default, each energy compiled after 20 calls of one shape: faster on long runs, "
+             "results equal to rounding). `bench` sets it per row and ignores this")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     for modname in [f"wibergian.experiments.{n}.cli" for n in EXPERIMENTS] + list(EXTRA_COMMANDS):
@@ -135,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from wibergian.auto_compile import AFTER_CALLS, auto_compile_after
+
+    after = 0 if args.compile == "off" and args.command != "bench" else AFTER_CALLS
     try:
-        rc = args.func(args)
+        with auto_compile_after(after):
+            rc = args.func(args)
     except UsageError as e:
         print(f"wibergian {args.command}: error: {e}", file=sys.stderr)
         return 2

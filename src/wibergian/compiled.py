@@ -118,7 +118,8 @@ def _optional(kind: Any) -> str | None:
     return name if name in _OPTIONAL else None
 
 
-def _rows(b: int) -> int:
+def block_rows(b: int) -> int:
+    """Rows per compiled block for a batch of ``b`` problems (kernels are built per block size)."""
     return min(b, MAX_ROWS)
 
 
@@ -139,6 +140,9 @@ class CompiledEnergy(Retracing):
         self._kernels: dict[tuple[Any, ...], Callable[..., Any]] = {}
         #: why an optional kernel (``_OPTIONAL``) could not be built; the others stay compiled
         self.optional_errors: dict[str, str] = {}
+        #: how the caller asked for compilation (named in warnings): ``compile=True``, or
+        #: ``compile='auto'`` (the default, ``auto_compile.py``)
+        self.option = "compile=True"
         self._init_guard()
 
     def __getattr__(self, name: str) -> Any:
@@ -232,7 +236,7 @@ class CompiledEnergy(Retracing):
             return None
         flags = [p.dim() >= 1 and p.shape[0] == b for p in params]
         fn = functools.partial(self._mixed, wrt)
-        r = _rows(b)
+        r = block_rows(b)
         gs: list[Tensor] = []
         grads: list[list[Tensor]] = [[] for _ in wrt]
         for lo in range(0, b, r):
@@ -258,7 +262,7 @@ class CompiledEnergy(Retracing):
         b = y.shape[0]
         if b == 0:
             return fn(y, *params)
-        r = _rows(b)
+        r = block_rows(b)
         flags = [p.dim() >= 1 and p.shape[0] == b for p in params]
         key = (kind, r, y.dtype, y.device, y.shape[1:], tuple(
             (tuple(p.shape[1:]) if f else tuple(p.shape), p.dtype, f)
@@ -363,8 +367,9 @@ class CompiledEnergy(Retracing):
             self.error = f"{type(exc).__name__}: {str(exc)[:300]}"
             FALLBACKS["count"] += 1
             warn(
-                f"argmin(compile=True): could not compile the energy ({self.error}); running "
-                "it eagerly (counted in wibergian.compiled.FALLBACKS)",
+                f"argmin({self.option}): could not compile the energy ({self.error}); running "
+                "it eagerly (counted in wibergian.compiled.FALLBACKS; compile=False skips "
+                "the attempt)",
                 CompileFallbackWarning)
             self._kernels.clear()
             return None
@@ -375,19 +380,23 @@ class CompiledEnergy(Retracing):
         return kernel
 
 
-def compiled_energy(energy: EnergyFn) -> CompiledEnergy:
+def compiled_energy(energy: EnergyFn, option: str = "compile=True") -> CompiledEnergy:
     """The (cached) :class:`CompiledEnergy` of ``energy``: one per energy object, so repeated
     calls reuse its kernels. An energy that declares its own ``value_gradient_hessian`` is
-    wrapped too (its declared function is what gets compiled)."""
+    wrapped too (its declared function is what gets compiled). ``option``: how the caller asked
+    (``"compile=True"`` or ``"compile='auto'"``), named in the wrapper's warnings."""
     if isinstance(energy, CompiledEnergy):
         energy.refresh()
         return energy
     try:
         hit = _cache.get(energy)
     except TypeError:  # not weak-referenceable: no cache
-        return CompiledEnergy(energy)
+        hit = CompiledEnergy(energy)
+        hit.option = option
+        return hit
     if hit is None:
         hit = CompiledEnergy(energy)
+        hit.option = option
         _cache[energy] = hit
     hit.refresh()  # re-traced if the Python state its kernels baked in changed (retrace.py)
     return hit

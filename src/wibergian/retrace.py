@@ -140,8 +140,8 @@ class Retracing:
 
         self.error = why
         compiled.FALLBACKS["count"] += 1
-        warn(f"argmin(compile=True): running the energy eagerly: {why} (counted in "
-             "wibergian.compiled.FALLBACKS)", CompileFallbackWarning)
+        warn(f"argmin({getattr(self, 'option', 'compile=True')}): running the energy eagerly: "
+             f"{why} (counted in wibergian.compiled.FALLBACKS)", CompileFallbackWarning)
         self._kernels.clear()
 
     def _checked_reuse(self, key: tuple[Any, ...], out: Any, yb: Tensor, pb: list[Tensor],

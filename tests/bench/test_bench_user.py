@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from wibergian.bench.common import relative_error
-from wibergian.bench.report import user_targets_section
+from wibergian.bench.report_user import user_targets_section
 from wibergian.bench.user import DenseData, DenseUnrolled, DenseUser
 
 

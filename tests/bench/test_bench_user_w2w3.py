@@ -10,7 +10,7 @@ import torch
 
 from wibergian.bench.common import DAMPING, relative_error
 from wibergian.bench.methods_torch import W2OursArgmin, W3Ours
-from wibergian.bench.report import user_targets_section
+from wibergian.bench.report_user import user_targets_section
 from wibergian.bench.user_w2w3 import W2User, W3User, w3_user_energy
 from wibergian.bench.workloads import W3Energy, make_w2, w2_energy
 

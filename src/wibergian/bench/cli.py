@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["finished"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     path = _write(results, out_dir, args)
     if results["workloads"]:
-        from .report import targets_section, user_targets_section
+        from .report import targets_section
+        from .report_user import user_targets_section
 
         print("\n" + targets_section(results) + "\n\n" + user_targets_section(results) + "\n")
     print(f"wrote {path}")

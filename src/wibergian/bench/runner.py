@@ -188,6 +188,8 @@ def run_workload(
             row[key] = _median(vals) if vals else None
         fc = first_call[m.info.name]
         row["first_call_s"] = fc
+        if getattr(m, "eager_calls", None) is not None:  # compile='auto': eager calls before
+            row["eager_calls_before_compiling"] = m.eager_calls
         jit = getattr(m, "jit_compiled", False)
         row["compile_s"] = max(0.0, fc - row["total_s"]) if (jit and fc is not None) else None
         results[m.info.name] = row

@@ -42,7 +42,7 @@ def w1_suite(batch: int, anchors: bool = True) -> tuple[list[BenchMethod], Refer
 
     methods: list[BenchMethod] = [W1Ours(d), W1Ours(d, closed_form=False), W1Unrolled(d),
                                   W1Ours(d, tol=W1_EARLY_TOL), W1Unrolled(d, iters=k),
-                                  W1User(d), W1User(d, compile=True)]
+                                  W1User(d), W1User(d, compile=True), W1User(d, compile=False)]
     if anchors and available("torchopt"):
         from .methods_torchopt import W1TorchOpt
 

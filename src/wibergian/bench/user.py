@@ -19,7 +19,11 @@ and JAXopt ``custom_root`` (ridge-CG, λ = 0.1) around the same Newton iteration
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+import types
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,50 +31,107 @@ import torch
 from torch import Tensor
 
 import wibergian
+from wibergian import auto_compile
 
 from .common import DAMPING, TOL_ITERATIVE, TOL_UNROLLED, BenchMethod, MethodInfo
 from .methods_torch import _leaves, _TorchMethod
 from .workloads import W1Data, w1_energy, w1_loss
 
 D_ROWS = 64
+#: eager calls the default rows may make before ``compile="auto"`` switches (an error if not)
+MAX_EAGER_CALLS = 2000
 D_TOL = 1e-10  # the anchors' stopping rule (rtol = atol), ours uses its float64 default 1e-8
 
 
 # ---------------------------------------------------------------------------------------- W1
 
 
+def own_function(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """A copy of the plain function ``fn`` as a new object: each row its own energy, so the
+    compiled rows do not share kernels (each row's first call shows its own compile time) and
+    the default row's eager-call count starts from zero."""
+    return types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
+                              fn.__closure__)
+
+
 class _UserMethod(_TorchMethod):
-    """Ours on a user's plain PyTorch energy with ``argmin``'s defaults (``compile`` optional)."""
+    """Ours on a user's plain PyTorch energy with ``argmin``'s defaults; ``compile`` is the
+    default ``"auto"`` (row "ours (user's energy)"), ``True`` or ``False`` (named in the row).
 
-    compile: bool = False
+    The default row is timed in its steady state, like a jit-compiled anchor after its first
+    call: :meth:`prepare` makes the ``auto_compile.AFTER_CALLS`` eager calls (untimed), then
+    times the call that compiles (its ``first_call_s``). ``max_warmup`` caps the eager calls
+    of a slow workload: the switch then comes after that many calls (said in the row's detail);
+    the compiled steady state is the same."""
 
-    @staticmethod
-    def _info(compile: bool, setting: str, damping: float) -> MethodInfo:
-        name = "ours (user's energy, compile=True)" if compile else "ours (user's energy)"
+    compile: bool | str = "auto"
+    max_warmup: int | None = None
+    #: eager calls the default row made before its switch (set by :meth:`prepare`)
+    eager_calls: int | None = None
+
+    def _info(self, compile: bool | str, setting: str, damping: float) -> MethodInfo:
+        if compile == "auto":
+            name = "ours (user's energy)"
+            if not auto_compile.AFTER_CALLS:
+                how = ", compile='auto' switched off: eager"
+            elif self.max_warmup is not None:
+                how = (f", compile='auto' timed compiled, after {self.max_warmup} eager warm-up "
+                       "call(s) (the switch lowered to keep the bench short)")
+            else:
+                how = (", compile='auto' timed in its steady state, compiled (after the eager "
+                       "calls its switch needs; the first compiled call is the first call)")
+        else:
+            name = f"ours (user's energy, compile={compile})"
+            how = f", compile={compile}"
         detail = (f"plain PyTorch energy, argmin defaults ({setting}damped implicit λ={damping})"
-                  + (", compile=True" if compile else ""))
+                  + how)
         return MethodInfo(name, "wibergian", detail, damping, TOL_ITERATIVE,
                           stops_when_converged=True)
 
     @property
     def jit_compiled(self) -> bool:
-        return self.compile
+        return self.compile is True or (self.compile == "auto" and auto_compile.AFTER_CALLS > 0)
+
+    def prepare(self) -> float:
+        """``compile=True``: time the first call. Default: make the eager calls until the switch
+        (``auto_compile.AUTO["compiled"]`` counts it), timing the call that compiles."""
+        if not self.jit_compiled:
+            return 0.0
+        if self.compile is True:
+            t = time.perf_counter()
+            self.gradient()
+            return time.perf_counter() - t
+        cap = self.max_warmup
+        block = (auto_compile.auto_compile_after(cap, unknowns=0) if cap is not None
+                 else contextlib.nullcontext())
+        with block:
+            for calls in range(MAX_EAGER_CALLS):
+                before = auto_compile.AUTO["compiled"]
+                t = time.perf_counter()
+                self.gradient()
+                took = time.perf_counter() - t
+                if auto_compile.AUTO["compiled"] > before:
+                    self.eager_calls = calls  # before the switch (reported in the JSON)
+                    return took
+        raise RuntimeError(f"{self.info.name}: compile='auto' did not switch within "
+                           f"{MAX_EAGER_CALLS} calls")
 
 
 class W1User(_UserMethod):
     """W1 as a user writes it: ``w1_energy`` (plain PyTorch), the ``K`` wells as multi-start
     candidates, ``argmin`` defaults (``compile`` optional)."""
 
-    def __init__(self, data: W1Data, compile: bool = False):
+    def __init__(self, data: W1Data, compile: bool | str = "auto"):
         self.d = data
         self.compile = compile
+        self.energy = own_function(w1_energy)
         self.params = _leaves(m=data.m, s0=data.s0, s1=data.s1)
         self.candidates = torch.stack([data.a, data.c], -1)
         self.info = self._info(compile, "multi-start over the K wells, ", DAMPING)
 
     def loss(self) -> Tensor:
         p = self.params
-        y = wibergian.argmin(w1_energy, self.candidates[:, 0],
+        y = wibergian.argmin(self.energy, self.candidates[:, 0],
                              (self.d.a, self.d.c, p["m"], p["s0"], p["s1"]),
                              candidates=self.candidates, warn=False, compile=self.compile)
         return w1_loss(y, self.d.g)
@@ -106,10 +167,11 @@ def logistic_energy(y: Tensor, x: Tensor, t: Tensor, log_lam: Tensor, mu: Tensor
 class DenseUser(_UserMethod):
     """``argmin(logistic_energy, zeros, (X, t, log λ, μ))`` with every default."""
 
-    def __init__(self, data: DenseData, compile: bool = False, damping: float = DAMPING):
+    def __init__(self, data: DenseData, compile: bool | str = "auto", damping: float = DAMPING):
         self.d = data
         self.compile = compile
         self.damping = damping
+        self.energy = own_function(logistic_energy)
         self.params = _leaves(log_lam=data.log_lam, mu=data.mu)
         self.info = self._info(compile, "", damping)
 
@@ -118,7 +180,7 @@ class DenseUser(_UserMethod):
         y0 = torch.zeros(self.d.batch, self.d.n, dtype=self.d.x.dtype)
         kw: dict[str, Any] = {} if self.damping == DAMPING else {"damping": self.damping,
                                                                  "tol": 1e-12}
-        y = wibergian.argmin(logistic_energy, y0, (self.d.x, self.d.t, p["log_lam"], p["mu"]),
+        y = wibergian.argmin(self.energy, y0, (self.d.x, self.d.t, p["log_lam"], p["mu"]),
                              warn=False, compile=self.compile, **kw)
         return ((y - self.d.y_true) ** 2).sum(-1).mean()
 
@@ -164,6 +226,7 @@ def dense_iterations(data: DenseData) -> int:
 def dense_suite(batch: int, n: int, anchors: bool = True) -> tuple[list[BenchMethod], Any]:
     d = DenseData(batch, n)
     methods: list[BenchMethod] = [DenseUser(d), DenseUser(d, compile=True),
+                                  DenseUser(d, compile=False),
                                   DenseUnrolled(d, dense_iterations(d) + 1)]
     if anchors:
         try:

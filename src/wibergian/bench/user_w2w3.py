@@ -30,7 +30,7 @@ import wibergian
 
 from .common import DAMPING
 from .methods_torch import _leaves
-from .user import _UserMethod
+from .user import _UserMethod, own_function
 from .workloads import W2Data, W3Data, w2_energy, w2_loss, w3_loss
 
 
@@ -38,16 +38,17 @@ class W2User(_UserMethod):
     """``argmin(w2_energy, zeros, (w, x, A, σ))`` with every default: dense Newton with autograd
     Hessians (``n = 40``), dense damped implicit backward (λ = 0.1)."""
 
-    def __init__(self, data: W2Data, compile: bool = False):
+    def __init__(self, data: W2Data, compile: bool | str = "auto"):
         self.d = data
         self.compile = compile
+        self.energy = own_function(w2_energy)
         self.params = _leaves(A=data.A, sigma=data.sigma)
         self.info = self._info(compile, "solver auto → dense Newton, ", DAMPING)
 
     def loss(self) -> Tensor:
         p = self.params
         y0 = torch.zeros(self.d.batch, self.d.y_true.shape[1], dtype=self.d.x.dtype)
-        y = wibergian.argmin(w2_energy, y0, (self.d.w, self.d.x, p["A"], p["sigma"]),
+        y = wibergian.argmin(self.energy, y0, (self.d.w, self.d.x, p["A"], p["sigma"]),
                              warn=False, compile=self.compile)
         return w2_loss(y, self.d.y_true)
 
@@ -69,9 +70,12 @@ def w3_user_energy(shape: tuple[int, int]) -> Callable[..., Tensor]:
 class W3User(_UserMethod):
     """``argmin(energy, noisy, (noisy, f, α, s))`` with every default: Newton-CG forward on
     autograd Hessian-vector products to the default tolerance, CG damped implicit backward
-    (λ = 0.1). One energy object per method, so ``compile=True`` compiles once."""
+    (λ = 0.1). One energy object per method, so ``compile=True`` compiles once. Its calls take
+    tens of seconds: the default row switches to compiled after one eager call."""
 
-    def __init__(self, data: W3Data, compile: bool = False):
+    max_warmup = 1
+
+    def __init__(self, data: W3Data, compile: bool | str = "auto"):
         self.d = data
         self.compile = compile
         self.energy = w3_user_energy(data.shape)
