@@ -86,11 +86,9 @@ FUNC_MIN_N: int | None = 4
 SIMPLIFY_GRAPH = True
 #: traced graphs whose simplification raised (each then compiled folded, unsimplified)
 SIMPLIFY_FALLBACKS = {"count": 0}
-#: CPU matrix-vector ``bmm`` nodes are rewritten to the form Inductor compiles fast
-#: (``matvec.py``); ``False`` only to measure the pass (benchmarks/matvec_lowering.py)
+#: rewrite matrix-vector ``bmm`` nodes (``matvec.py``); ``False`` only to measure the pass
 LOWER_MATVEC = True
-#: traced graphs whose matrix-vector rewrite raised (each then compiled unrewritten)
-MATVEC_FALLBACKS = {"count": 0}
+MATVEC_FALLBACKS = {"count": 0}  # graphs whose ``matvec.py`` rewrite raised (compiled as traced)
 #: energies whose compilation failed (each then runs eagerly); ``candidates`` / ``mixed``:
 #: energies whose fused multi-start kernel / backward kernel failed (that step runs eagerly)
 FALLBACKS = {"count": 0, "candidates": 0, "mixed": 0}
@@ -298,9 +296,8 @@ class CompiledEnergy(Retracing):
         return torch.cat(outs)
 
     def _trace(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
-        """:meth:`_trace_simplified`, then (``LOWER_MATVEC``) its CPU matrix-vector products
-        rewritten (``matvec.py``); if that raises, the graph unrewritten (counted in
-        :data:`MATVEC_FALLBACKS`)."""
+        """:meth:`_trace_simplified`, then (``LOWER_MATVEC``) its matrix-vector products rewritten
+        (``matvec.py``); if that raises, unrewritten (counted in :data:`MATVEC_FALLBACKS`)."""
         graph = self._trace_simplified(fn, yb, pb)
         if LOWER_MATVEC:
             try:
