@@ -142,7 +142,8 @@ def test_forced_forms_are_identities_too(monkeypatch):
                                            (8, True, False)])
 def test_compiled_kernels_agree_with_eager(k, shared, full):
     """Value kernel for an unrolled, opaque and shared-matrix product; (``full``) the
-    value-gradient-Hessian and mixed kernels too."""
+    value-gradient-Hessian, multi-start candidate and mixed kernels too (their graphs
+    rewritten)."""
     y, ps = _case(6, k, seed=k, shared=shared)
     ce = compiled_mod.CompiledEnergy(logistic)
     graph = ce._trace(ce._value, y, ps)
@@ -156,7 +157,15 @@ def test_compiled_kernels_agree_with_eager(k, shared, full):
         e, g, h = ce.value_gradient_hessian(y, *ps)
     for got, want in ((e, e0), (g, g0), (h, h0)):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    cands = torch.randn(y.shape[0], 3, k, generator=_gen(4), dtype=D)  # multi-start's kernel
+    assert _matvec_bmms(ce._trace(ce._candidates, cands, ps)) == 0
+    with torch.no_grad():
+        scores = ce.candidate_values(cands, *ps)
+    assert scores is not None and not ce.optional_errors
+    torch.testing.assert_close(scores, torch.stack([logistic(cands[:, j], *ps) for j in range(3)],
+                                                   1), rtol=1e-10, atol=1e-10)
     u = torch.randn(y.shape, generator=_gen(3), dtype=D)
+    assert _matvec_bmms(ce._trace(functools.partial(ce._mixed, (2, 3)), y, [u, *ps])) == 0
     out = ce.mixed_vjp(y, u, ps, (2, 3))
     assert out is not None and not ce.optional_errors
     want = ce._mixed((2, 3), y, u, *ps)
