@@ -158,7 +158,10 @@ def test_compiled_kernels_agree_with_eager(k, shared, full):
     for got, want in ((e, e0), (g, g0), (h, h0)):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     cands = torch.randn(y.shape[0], 3, k, generator=_gen(4), dtype=D)  # multi-start's kernel
-    assert _matvec_bmms(ce._trace(ce._candidates, cands, ps)) == 0
+    graph = ce._trace(ce._candidates, cands, ps)  # vmap's 3 copies of X folded: one (B, 10, k)
+    bmms = [n for n in graph.graph.nodes if n.target == aten.bmm.default]
+    assert [tuple(n.args[0].meta["val"].shape) for n in bmms] == [tuple(ps[0].shape)]
+    assert _matvec_bmms(graph) == 0
     with torch.no_grad():
         scores = ce.candidate_values(cands, *ps)
     assert scores is not None and not ce.optional_errors
