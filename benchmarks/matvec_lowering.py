@@ -12,14 +12,16 @@ rotating order); eager rows are the baseline:
 - ``vgh``: ``(E, ∇E, ∇²E)``; eager: the hand-written closed form
   (``bench.user.logistic_value_gradient_hessian``);
 - ``mixed``: the backward's ``(∇E, ∂<∇E, u>/∂(log λ, μ))``; eager: ``CompiledEnergy._mixed``
-  uncompiled (autograd's double backward).
+  uncompiled (autograd's double backward);
+- ``candidates``: multi-start's scores of ``C`` candidates ``(B, C)``; eager: one energy call
+  per candidate (what multi-start does without the kernel).
 
 Printed: the median milliseconds per call and each compiled variant's ratio to ``off`` and to
 eager (``< 1``: faster). Not a test: speeds are measured here, never asserted.
 
     python benchmarks/matvec_lowering.py [--ks 2,4,8,16,32,64,128] [--batch 1000] [--rounds 15]
         [--kernels value,vgh,mixed] [--variants off,auto,unroll,extern] [--shared]
-        [--dtype float64|float32]
+        [--dtype float64|float32] [--candidates 4]
 
 ``--shared``: one ``X`` ``(64, K)`` for all problems (``auto`` then rewrites to one ``mm``).
 """
@@ -39,7 +41,8 @@ from wibergian import matvec
 from wibergian.bench.user import DenseData, logistic_energy, logistic_value_gradient_hessian
 
 VARIANTS = ("off", "auto", "unroll", "extern")
-KERNELS = ("value", "vgh", "mixed")
+KERNELS = ("value", "vgh", "mixed", "candidates")
+CANDIDATES = 4  # multi-start candidates per problem (--candidates)
 
 
 def build(variant: str, kernel: str, y: torch.Tensor, ps: list[torch.Tensor]
@@ -56,6 +59,7 @@ def build(variant: str, kernel: str, y: torch.Tensor, ps: list[torch.Tensor]
             "value": lambda: ce(y, *ps),
             "vgh": lambda: ce.value_gradient_hessian(y, *ps),
             "mixed": lambda: ce.mixed_vjp(y, u, ps, (2, 3)),
+            "candidates": lambda: ce.candidate_values(_cands(y), *ps),
         }[kernel]
         with torch.no_grad():
             call()
@@ -67,12 +71,22 @@ def build(variant: str, kernel: str, y: torch.Tensor, ps: list[torch.Tensor]
         comp.LOWER_MATVEC, matvec.FORCE = old
 
 
+def _cands(y: torch.Tensor) -> torch.Tensor:
+    """``CANDIDATES`` multi-start candidates ``(B, C, K)`` around ``y`` (fixed)."""
+    g = torch.Generator().manual_seed(1)
+    return y.unsqueeze(1) + torch.randn(y.shape[0], CANDIDATES, y.shape[1], generator=g,
+                                        dtype=y.dtype)
+
+
 def eager(kernel: str, y: torch.Tensor, ps: list[torch.Tensor]) -> Callable[[], Any]:
     ce = comp.CompiledEnergy(logistic_energy)
     u = torch.ones_like(y)
+    c = _cands(y)
     return {"value": lambda: logistic_energy(y, *ps),
             "vgh": lambda: logistic_value_gradient_hessian(y, *ps),
-            "mixed": lambda: ce._mixed((2, 3), y, u, *ps)}[kernel]
+            "mixed": lambda: ce._mixed((2, 3), y, u, *ps),
+            "candidates": lambda: torch.stack([logistic_energy(c[:, j], *ps)
+                                               for j in range(c.shape[1])], 1)}[kernel]
 
 
 def main() -> None:
@@ -80,14 +94,17 @@ def main() -> None:
     p.add_argument("--ks", default="2,4,8,16,32,64,128", help="reduction lengths K (= n)")
     p.add_argument("--batch", type=int, default=1000, help="problems B")
     p.add_argument("--rounds", type=int, default=15, help="timed rounds (median reported)")
-    p.add_argument("--kernels", default=",".join(KERNELS), help="comma-separated: " +
+    p.add_argument("--kernels", default="value,vgh,mixed", help="comma-separated: " +
                    ",".join(KERNELS))
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " +
                    ",".join(VARIANTS))
     p.add_argument("--shared", action="store_true",
                    help="one X (64, K) shared by all problems (the 'mm' form) instead of X_b")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    p.add_argument("--candidates", type=int, default=CANDIDATES,
+                   help="multi-start candidates C of the candidates kernel")
     args = p.parse_args()
+    globals()["CANDIDATES"] = args.candidates
     torch.set_num_threads(1)
     variants = [v for v in args.variants.split(",") if v]
     print(f"B = {args.batch}, M = 64, {'shared' if args.shared else 'batched'} X, {args.dtype}, 1 "
