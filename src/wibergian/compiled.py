@@ -20,11 +20,16 @@ graphs are compiled (Inductor fuses them into vectorised loops):
   the reverse route is traced instead; if a rewrite raises, the folded graph is compiled
   unsimplified (counted in :data:`SIMPLIFY_FALLBACKS`).
 
+Every kernel's graph (these two and the two below) then has its float64 CPU matrix-vector
+``bmm`` nodes rewritten (``matvec.py``: Inductor's own lowering, ~3× slower than eager at
+``K = 8``); if that raises, it is compiled unrewritten (counted in :data:`MATVEC_FALLBACKS`).
+
 Two more kernels serve one step each and, if they cannot be built, give up only that step
 (counted in ``FALLBACKS["candidates"]`` / ``["mixed"]``; the step then runs eagerly):
 
 - ``candidate_values(cands, *params) -> (B, C)``: multi-start's scores, the energy ``vmap``-ed
-  over the ``C`` candidates with the parameters unchanged: one fused pass, no ``C``-fold copies;
+  over the ``C`` candidates with the parameters unchanged: one fused pass, no ``C``-fold copies
+  (``vmap``'s copies of a matrix in a ``bmm`` folded, ``fold.py``);
 - ``mixed_vjp``: the first-order backward's ``(∇_y E, ∂<∇_y E, u>/∂w)`` for the solved ``u``
   (``adjoint.vjp``, implicit adjoint, dense back end, Hessian or factor from the forward), traced
   through autograd's double backward like the Hessian. Gradients of parameters shared by all
@@ -66,6 +71,7 @@ from torch import Tensor
 from .energy import EnergyFn
 from .errors import CompileFallbackWarning, warn  # the warning's old path still imports
 from .fold import fold_expanded_bmm
+from .matvec import lower_matvec
 from .retrace import RETRACES, Retracing, close  # noqa: F401 - RETRACES: counted here too
 from .simplify import simplify_graph
 
@@ -80,6 +86,9 @@ FUNC_MIN_N: int | None = 4
 SIMPLIFY_GRAPH = True
 #: traced graphs whose simplification raised (each then compiled folded, unsimplified)
 SIMPLIFY_FALLBACKS = {"count": 0}
+#: rewrite matrix-vector ``bmm`` nodes (``matvec.py``); ``False`` only to measure the pass
+LOWER_MATVEC = True
+MATVEC_FALLBACKS = {"count": 0}  # graphs whose ``matvec.py`` rewrite raised (compiled as traced)
 #: energies whose compilation failed (each then runs eagerly); ``candidates`` / ``mixed``:
 #: energies whose fused multi-start kernel / backward kernel failed (that step runs eagerly)
 FALLBACKS = {"count": 0, "candidates": 0, "mixed": 0}
@@ -287,10 +296,20 @@ class CompiledEnergy(Retracing):
         return torch.cat(outs)
 
     def _trace(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
-        """``make_fx`` graph of ``fn`` (fake tensors); for the ``torch.func`` route ``vmap``'s
-        copies folded away (``fold.py``), then products with the one-hot basis, zero tangents,
-        unit factors and copies removed (``simplify.py``); that route falls back to the reverse
-        one if ``torch.func`` refuses the energy."""
+        """:meth:`_trace_simplified` with (``LOWER_MATVEC``) matrix-vector products rewritten."""
+        graph = self._trace_simplified(fn, yb, pb)
+        if LOWER_MATVEC:
+            try:
+                lower_matvec(graph)
+            except Exception:  # noqa: BLE001 - the graph as traced and simplified (counted)
+                MATVEC_FALLBACKS["count"] += 1
+                graph = self._trace_simplified(fn, yb, pb)
+        return graph
+
+    def _trace_simplified(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
+        """``make_fx`` graph of ``fn`` (fake tensors); for the ``torch.func`` route and the
+        candidates ``vmap``'s copies folded away (``fold.py``), the former then simplified
+        (``simplify.py``) and replaced by the reverse route if ``torch.func`` refuses it."""
         from torch.fx.experimental.proxy_tensor import make_fx
 
         if fn == self._vgh_func:
@@ -308,7 +327,10 @@ class CompiledEnergy(Retracing):
                         graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
                         fold_expanded_bmm(graph)
                 return graph
-        return make_fx(fn, tracing_mode="fake")(yb, *pb)
+        graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
+        if fn == self._candidates:  # vmap's C copies of an unbatched matrix, folded too
+            fold_expanded_bmm(graph)
+        return graph
 
     def _build(self, key: tuple[Any, ...], fn: Callable[..., Any], yb: Tensor,
                pb: list[Tensor]) -> Callable[..., Any] | None:

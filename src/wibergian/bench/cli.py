@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         lo, _, hi = args.rounds.partition(":")
         cfg.update(min_repeats=int(lo), max_repeats=int(hi or lo))
     wanted = [w.strip().upper() for w in args.workload.split(",") if w.strip()]
+    if getattr(args, "sizes", ""):
+        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+        cfg.update({w: sizes for w in ("W1", "W2", "W3", "D")})
     bad = [w for w in wanted if w not in ("W1", "W2", "W3", "D")]
     if bad:
         raise SystemExit(f"--workload: unknown workload(s) {bad}; choose from W1, W2, W3, D")
@@ -151,6 +154,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--docs", default=None, help="render this markdown file from the JSON")
     p.add_argument("--rounds", default="", help="MIN:MAX timed rounds (default: by mode)")
     p.add_argument("--tag", default="", help="suffix of the JSON file name (separate runs)")
+    p.add_argument("--sizes", default="",
+                   help="comma-separated sizes (B for W1/W2, n for D, image side for W3) "
+                        "replacing the mode's for every selected workload")
 
 
 def register(subparsers: Any) -> None:

@@ -380,14 +380,21 @@ def compiled_hessian_routes(ns: tuple[int, ...] = (2, 4, 8, 16, 32, 128), batch:
 
 
 if __name__ == "__main__":
+    import argparse
     import json
-    import sys
 
+    ap = argparse.ArgumentParser(
+        description="Seconds per value-gradient-Hessian of the ridge-logistic energy (and W1) "
+                    "by each route, eager and compile=True (hessian_routes, "
+                    "compiled_hessian_routes); prints the JSON. The D rows of the whole "
+                    "argmin call: `wibergian bench --workload D`.")
+    ap.add_argument("out", nargs="?", help="also write the JSON to this file")
+    args = ap.parse_args()
     torch.set_num_threads(1)
     load0 = os.getloadavg()
     out = {"load_before": load0, "eager_routes": hessian_routes(ns=(2, 8, 32)),
            "compiled_routes": compiled_hessian_routes(), "load_after": os.getloadavg()}
     print(json.dumps(out, indent=1))
-    if len(sys.argv) > 1:
-        with open(sys.argv[1], "w") as f:
+    if args.out:
+        with open(args.out, "w") as f:
             json.dump(out, f, indent=1)
