@@ -203,9 +203,10 @@ def argmin(
             Falls back to eager with a :class:`~wibergian.CompileFallbackWarning` when
             compilation fails, the state cannot be guarded or keeps changing. ``"auto"`` runs
             the first ``auto_compile.AFTER_CALLS`` (20) calls of an energy object and problem
-            shape eagerly and compiles from the next one on (``auto_compile.py``: deterministic,
-            per signature; an energy whose state cannot be guarded stays eager); ``False``
-            never compiles.
+            shape eagerly and compiles from the next one on when the solver is dense Newton
+            (``auto_compile.py``: deterministic, per signature, also needs 200,000 unknowns
+            solved; an energy whose state cannot be guarded stays eager); ``False`` never
+            compiles.
 
     Returns:
         ``y*`` ``(B, n)`` (and the info when ``return_info``).
@@ -227,7 +228,8 @@ def argmin(
     inner = _solver_from(solver, max_iter, tol, n)
     check_mode(compile)
     compiled = (compiled_energy(energy, "compile=True" if compile is True else "compile='auto'")
-                if wants_compile(compile, energy, y0, block_rows(b)) else None)
+                if wants_compile(compile, energy, y0, block_rows(b),
+                                 isinstance(inner, NewtonTrustRegion)) else None)
     compile_s0 = compiled.compile_seconds if compiled is not None else 0.0
     if compiled is not None:
         energy = compiled

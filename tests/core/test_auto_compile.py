@@ -138,6 +138,32 @@ def test_default_thresholds_spare_small_loops(monkeypatch):
             assert builds == ([] if i < 25 else ["compile='auto'"])
 
 
+def test_auto_compiles_only_the_dense_newton_solver(monkeypatch):
+    """Newton-CG and L-BFGS (and solver="auto" above n = 40) run on Hessian-vector products and
+    gradients, which stay eager: "auto" leaves them eager, counted."""
+    builds: list[str] = []
+    monkeypatch.setattr(importlib.import_module("wibergian.argmin"), "compiled_energy",
+                        lambda e, option: _Recorded(e, option, builds))
+
+    def energy(y, a, s):
+        return quad(y, a, s)
+
+    a, s = torch.randn(5, 3, dtype=D), torch.tensor(1.0, dtype=D)
+    wide = torch.randn(2, 41, dtype=D)  # solver="auto" picks Newton-CG above n = 40
+    before = auto_compile.AUTO["not_dense_newton"]
+    with auto_compile.auto_compile_after(1, unknowns=0):
+        for solver in ("newton_cg", "lbfgs"):
+            for _ in range(3):
+                wibergian.argmin(energy, torch.zeros_like(a), (a, s), solver=solver)
+        for _ in range(3):
+            _call(energy, wide, s)
+        assert builds == []
+        assert auto_compile.AUTO["not_dense_newton"] == before + 9
+        for _ in range(2):
+            _call(energy, a, s)  # the default dense Newton: compiled on the second call
+        assert builds == ["compile='auto'"]
+
+
 def test_auto_leaves_an_unguardable_energy_eager_without_warning():
     stream = iter(range(10**6))  # its next value cannot be fingerprinted (trace_guard.py)
 
