@@ -42,3 +42,16 @@ def test_hand_written_logistic_derivatives_equal_autograd():
         got = logistic_value_gradient_hessian(y, *ps)
     for g, w in zip(got, der.value_gradient_hessian(logistic_energy, y, ps), strict=True):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_default_row_warm_up_stops_where_auto_never_compiles():
+    """A default row whose solver is not dense Newton (n > 40: Newton-CG) stays eager: its
+    warm-up ends after one call instead of waiting for a switch that never comes."""
+    from wibergian import auto_compile
+
+    m = DenseUser(DenseData(3, 41))
+    with auto_compile.auto_compile_after(1, unknowns=0):
+        assert m.jit_compiled
+        assert m.prepare() == 0.0
+    assert m.stays_eager and not m.jit_compiled and m.eager_calls is None
+    assert m.info.gradient.endswith("stays eager (solver not dense Newton)")

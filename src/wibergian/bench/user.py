@@ -20,6 +20,7 @@ and JAXopt ``custom_root`` (ridge-CG, λ = 0.1) around the same Newton iteration
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 import types
@@ -68,6 +69,8 @@ class _UserMethod(_TorchMethod):
     max_warmup: int | None = None
     #: eager calls the default row made before its switch (set by :meth:`prepare`)
     eager_calls: int | None = None
+    #: the default row's solver is not dense Newton, so ``compile="auto"`` leaves it eager
+    stays_eager = False
 
     def _info(self, compile: bool | str, setting: str, damping: float) -> MethodInfo:
         if compile == "auto":
@@ -90,7 +93,8 @@ class _UserMethod(_TorchMethod):
 
     @property
     def jit_compiled(self) -> bool:
-        return self.compile is True or (self.compile == "auto" and auto_compile.AFTER_CALLS > 0)
+        return self.compile is True or (self.compile == "auto" and auto_compile.AFTER_CALLS > 0
+                                         and not self.stays_eager)
 
     def prepare(self) -> float:
         """``compile=True``: time the first call. Default: make the eager calls until the switch
@@ -107,12 +111,19 @@ class _UserMethod(_TorchMethod):
         with block:
             for calls in range(MAX_EAGER_CALLS):
                 before = auto_compile.AUTO["compiled"]
+                skipped = auto_compile.AUTO["not_dense_newton"]
                 t = time.perf_counter()
                 self.gradient()
                 took = time.perf_counter() - t
                 if auto_compile.AUTO["compiled"] > before:
                     self.eager_calls = calls  # before the switch (reported in the JSON)
                     return took
+                if auto_compile.AUTO["not_dense_newton"] > skipped:  # never switches: eager
+                    self.stays_eager = True
+                    self.info = dataclasses.replace(self.info, gradient=self.info.gradient.split(
+                        ", compile='auto'")[0] + ", compile='auto': stays eager (solver not "
+                        "dense Newton)")
+                    return 0.0
         raise RuntimeError(f"{self.info.name}: compile='auto' did not switch within "
                            f"{MAX_EAGER_CALLS} calls")
 
