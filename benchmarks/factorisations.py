@@ -21,14 +21,13 @@ import collections
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from newton_overheads import _old_package  # noqa: E402
+from newton_overheads import _old_package, paired_times  # noqa: E402
 
 
 def _count_factorisations(pkg: Any) -> collections.Counter:
@@ -120,15 +119,8 @@ def main() -> None:
                     counters[k].clear()
                     out[k] = run(pkgs[k], energies[k], comp)
                     counts[k] = dict(counters[k])
-                ts: dict[str, list[float]] = {"old": [], "new": []}
-                for r in range(args.rounds):
-                    for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
-                        t0 = time.perf_counter()
-                        run(pkgs[k], energies[k], comp)
-                        ts[k].append(time.perf_counter() - t0)
-                ratios = sorted(a / b for a, b in zip(ts["new"], ts["old"], strict=True))
-                lo = ratios[int(0.1 * (len(ratios) - 1))]
-                hi = ratios[round(0.9 * (len(ratios) - 1))]
+                ts, ratios, lo, hi = paired_times(
+                    lambda k, f=run, e=energies, c=comp: f(pkgs[k], e[k], c), args.rounds)
                 print(f"{name} B={args.batch} compile={comp}: factorised matrices (calls) old "
                       f"{counts['old'].get('matrices', 0)} ({counts['old'].get('calls', 0)}), new "
                       f"{counts['new'].get('matrices', 0)} ({counts['new'].get('calls', 0)}); "

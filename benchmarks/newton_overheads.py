@@ -23,9 +23,23 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
+
+def paired_times(call: Any, rounds: int) -> tuple[dict[str, list[float]], list[float], float,
+                                                   float]:
+    """Seconds of ``call("old")`` and ``call("new")`` over ``rounds`` interleaved rounds (the
+    order alternating), the sorted paired new/old ratios and their 10 % and 90 % quantiles."""
+    ts: dict[str, list[float]] = {"old": [], "new": []}
+    for r in range(rounds):
+        for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            t0 = time.perf_counter()
+            call(k)
+            ts[k].append(time.perf_counter() - t0)
+    ratios = sorted(a / b for a, b in zip(ts["new"], ts["old"], strict=True))
+    return ts, ratios, ratios[int(0.1 * (len(ratios) - 1))], ratios[round(0.9 * (len(ratios) - 1))]
 
 def _old_package(rev: str, into: Path) -> object:
     """Import ``src/wibergian`` at ``rev`` as the package ``wibergian_old``."""
@@ -82,15 +96,8 @@ def main() -> None:
                     (o[1].iterations, w[1].iterations), (o[1].converged, w[1].converged),
                     (o[1].energy, w[1].energy), (o[1].saddle, w[1].saddle)])
                 same = same and o[1].forward_fallbacks == w[1].forward_fallbacks
-                ts: dict[str, list[float]] = {"old": [], "new": []}
-                for r in range(args.rounds):
-                    for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
-                        t0 = time.perf_counter()
-                        run(mods[k], energies[k], comp)
-                        ts[k].append(time.perf_counter() - t0)
-                ratios = sorted(a / b for a, b in zip(ts["new"], ts["old"], strict=True))
-                lo = ratios[int(0.1 * (len(ratios) - 1))]
-                hi = ratios[round(0.9 * (len(ratios) - 1))]
+                ts, ratios, lo, hi = paired_times(
+                    lambda k, e=energies, c=comp: run(mods[k], e[k], c), args.rounds)
                 old_s, new_s = statistics.median(ts["old"]), statistics.median(ts["new"])
                 print(f"n={n} B={args.batch} compile={comp}: identical={same}; old "
                       f"{old_s:.4f} s, new {new_s:.4f} s; new/old median "
