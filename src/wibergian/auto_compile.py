@@ -32,8 +32,8 @@ Left eager, silently (counted in :data:`AUTO`):
 - a call whose solver is not the dense Newton one (``solver="auto"`` above n = 40, Newton-CG,
   L-BFGS, ...): those run on Hessian-vector products and gradients, which stay eager, so the
   compiled kernels would carry only the energy's value. Measured (ridge-logistic, n = 128,
-  B = 100, Newton-CG, ``wibergian bench --workload D``, 2026-12-02 12:25-12:45 UTC, both
-  allocators): ``compile=True`` 0.151 / 0.161 s against 0.120 / 0.135 s eagerly;
+  B = 100, Newton-CG, ``wibergian bench --workload D``, 2026-12-02, five runs): compiled/eager
+  1.26, 1.16, 0.85, 1.06, 0.90: no consistent gain for seconds of compilation;
 - an energy whose Python state the guard cannot fingerprint (``trace_guard.py``;
   ``compile=True`` would warn and run eagerly; ``"auto"`` does not compile it at all);
 - an energy object that is not weak-referenceable, and calls made while ``torch.compile`` is
