@@ -64,6 +64,18 @@ def test_fused_candidate_scores_equal_per_candidate_calls(monkeypatch):
     assert torch.equal(info.start_index, want_idx)
 
 
+def _refused_candidate_kernel(energy, seed):
+    """The candidate kernel of ``energy`` on W1 data is refused once, counted; returns
+    ``(compiled energy, candidates, params, fallback count before)``."""
+    a, c, m, s = _data(6, seed=seed)
+    cand = torch.stack([a, c], -1)
+    ce = compiled_mod.compiled_energy(energy)
+    before = compiled_mod.FALLBACKS["candidates"]
+    assert ce.candidate_values(cand, a, c, m, s) is None
+    assert compiled_mod.FALLBACKS["candidates"] == before + 1
+    return ce, cand, (a, c, m, s), before
+
+
 def test_unbuildable_candidate_kernel_falls_back_alone(monkeypatch):
     """An energy vmap cannot batch (it reads a value with ``.item()``): the candidate kernel
     fails, is counted, the candidates are scored one call each (same energies as eager), and the
@@ -74,12 +86,7 @@ def test_unbuildable_candidate_kernel_falls_back_alone(monkeypatch):
         scale = float(y.abs().max().item()) * 0 + 1.0  # a data-dependent read
         return scale * wells(y, a, c, m, s)
 
-    a, c, m, s = _data(6, seed=1)
-    cand = torch.stack([a, c], -1)
-    ce = compiled_mod.compiled_energy(energy)
-    before = compiled_mod.FALLBACKS["candidates"]
-    assert ce.candidate_values(cand, a, c, m, s) is None
-    assert compiled_mod.FALLBACKS["candidates"] == before + 1
+    ce, cand, (a, c, m, s), before = _refused_candidate_kernel(energy, seed=1)
     assert "candidates" in ce.optional_errors and ce.error is None
     assert ce.candidate_values(cand, a, c, m, s) is None  # not retried
     assert compiled_mod.FALLBACKS["candidates"] == before + 1
@@ -99,12 +106,7 @@ def test_candidate_kernel_checked_against_eager(monkeypatch):
     def energy(y, a, c, m, s):
         return wells(y, a, c, m, s)
 
-    a, c, m, s = _data(6, seed=2)
-    cand = torch.stack([a, c], -1)
-    ce = compiled_mod.compiled_energy(energy)
-    before = compiled_mod.FALLBACKS["candidates"]
-    assert ce.candidate_values(cand, a, c, m, s) is None
-    assert compiled_mod.FALLBACKS["candidates"] == before + 1
+    ce = _refused_candidate_kernel(energy, seed=2)[0]
     assert "disagrees" in ce.optional_errors["candidates"]
 
 
