@@ -84,6 +84,9 @@ FUNC_MIN_N: int | None = 4
 #: the traced ``torch.func`` graph is simplified (``simplify.py``) after folding; ``False`` only
 #: to measure the passes (``python -m wibergian.bench.user``)
 SIMPLIFY_GRAPH = True
+#: the traced reverse-route graph (``n < FUNC_MIN_N``) is simplified too (``onehot.py``: its
+#: one-hot cotangents' products); ``False`` only to measure it (benchmarks/onehot_reverse.py)
+SIMPLIFY_REVERSE = True
 #: traced graphs whose simplification raised (each then compiled folded, unsimplified)
 SIMPLIFY_FALLBACKS = {"count": 0}
 #: rewrite matrix-vector ``bmm`` nodes (``matvec.py``); ``False`` only to measure the pass
@@ -330,6 +333,12 @@ class CompiledEnergy(Retracing):
         graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
         if fn == self._candidates:  # vmap's C copies of an unbatched matrix, folded too
             fold_expanded_bmm(graph)
+        if fn == self._vgh and SIMPLIFY_REVERSE:
+            try:
+                simplify_graph(graph)
+            except Exception:  # noqa: BLE001 - the graph as traced (counted)
+                SIMPLIFY_FALLBACKS["count"] += 1
+                graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
         return graph
 
     def _build(self, key: tuple[Any, ...], fn: Callable[..., Any], yb: Tensor,

@@ -50,6 +50,9 @@ UNROLL_MIN_K = 8
 UNROLL_MAX_K = 32
 #: above ``UNROLL_MAX_K`` and up to this, the product is an opaque eager ``torch.bmm``
 EXTERN_MAX_K = 48
+#: a product with this many outputs over a non-contiguous ``K ≥ UNROLL_MIN_K`` (``Xᵀ r``) is
+#: rewritten as that many reductions (:func:`_narrow`); ``None``: never
+NARROW_M: int | None = 2
 #: ``None``: choose by ``K`` as above; ``"unroll"`` / ``"extern"`` / ``"none"``: force one form
 #: for every matrix-vector product with ``K ≥ 2`` (to measure them, benchmarks/matvec_lowering.py)
 FORCE: str | None = None
@@ -110,12 +113,56 @@ def _matvec(node: fx.Node) -> tuple[fx.Node, fx.Node, bool, Tensor] | None:
     return None
 
 
+def _narrow(node: fx.Node) -> tuple[fx.Node, fx.Node, bool] | None:
+    """``(matrix, vector, transposed)`` when ``node`` is a float64 CPU ``bmm`` ``(B, m, K) @
+    (B, K, 1)`` with ``m = NARROW_M`` outputs and ``K ≥ UNROLL_MIN_K`` not contiguous in the
+    matrix (or its transpose ``(B, 1, K) @ (B, K, m)``, ``K`` not contiguous in the second)."""
+    if (NARROW_M is None or FORCE is not None or node.op != "call_function"
+            or node.target != aten.bmm.default or len(node.args) != 2):
+        return None
+    a, b = node.args
+    va, vb = _val(a), _val(b)
+    if va is None or vb is None or va.dim() != 3 or vb.dim() != 3 or va.dtype != torch.float64:
+        return None
+    if va.device.type != "cpu" or vb.device.type != "cpu" or va.shape[2] < UNROLL_MIN_K:
+        return None
+    if va.shape[1] == NARROW_M and vb.shape[2] == 1 and va.stride(2) != 1:
+        return a, b, False
+    if va.shape[1] == 1 and vb.shape[2] == NARROW_M and vb.stride(1) != 1:
+        return b, a, True
+    return None
+
+
+def _lower_narrow(graph: fx.Graph, node: fx.Node, mat: fx.Node, vec: fx.Node, transposed: bool
+                  ) -> fx.Node:
+    """``z[:, j] = Σ_k A[:, j, k] v[:, k]``, one reduction per output ``j`` (``m = 2`` outputs
+    over a strided ``K``: Inductor otherwise vectorises across the two outputs and leaves the
+    producers of ``v`` scalar; ``python benchmarks/onehot_reverse.py``)."""
+    with graph.inserting_before(node):
+        if transposed:  # (B, 1, K) @ (B, K, m) = ((B, m, K) @ (B, K, 1))ᵀ
+            mat = graph.call_function(aten.permute.default, (mat, [0, 2, 1]))
+        v = graph.call_function(aten.reshape.default, (vec, [_val(vec).shape[0], -1]))  # (B, K)
+        cols = []
+        for j in range(NARROW_M):
+            p = graph.call_function(aten.mul.Tensor, (
+                graph.call_function(aten.select.int, (mat, 1, j)), v))
+            cols.append(graph.call_function(aten.sum.dim_IntList, (p, [1], True)))
+        z = graph.call_function(aten.stack.default, (cols, 2 if transposed else 1))
+    return z
+
+
 def lower_matvec(gm: fx.GraphModule) -> dict[str, int]:
     """Rewrite the CPU matrix-vector ``bmm`` nodes of ``gm`` (in place) as the module doc says;
     returns how many were rewritten per form (empty: the graph is unchanged)."""
     graph = gm.graph
     counts: Counter[str] = Counter()
     for node in list(graph.nodes):
+        narrow = _narrow(node)
+        if narrow is not None:
+            node.replace_all_uses_with(_lower_narrow(graph, node, *narrow))
+            graph.erase_node(node)
+            counts["narrow"] += 1
+            continue
         hit = _matvec(node)
         if hit is None:
             continue

@@ -43,6 +43,8 @@ from typing import Any
 import torch
 from torch import Tensor, fx
 
+from .onehot import SCATTERS, one_hot_product, scattered_value
+
 aten = torch.ops.aten
 MAX_CONST = 1 << 20  # distinct values evaluated per constant tensor
 
@@ -130,6 +132,9 @@ class _Consts:
             return None if x is None else f(x, *a[1:])
         if f in _RESHAPE:
             return self._reshape(node)
+        if f in SCATTERS:  # a reverse pass's one-hot cotangent e_i (onehot.py)
+            x = self(a[0])
+            return None if x is None else scattered_value(x, node)
         if f in _COPY or f == aten.copy_.default:
             x = self(a[-1] if f == aten.copy_.default else a[0])
             if x is None:
@@ -241,6 +246,10 @@ class _Rewriter:
                 return "identity product", a[0]
             if _batch_identity(c(a[0])) and self.same(node, a[1]):
                 return "identity product", a[1]
+        if f in (aten.bmm.default, aten.mm.default) and c(node) is None:
+            hit = one_hot_product(self, node)
+            if hit is not None:
+                return hit
         if f == aten.mm.default and isinstance(a[0], fx.Node):
             hit = _one_hot_rows(c, a[0])
             w = _val(a[1])
