@@ -69,16 +69,16 @@ def _kernel(route: str, energy: Callable[..., torch.Tensor], y: torch.Tensor,
     return ce
 
 
-def paired(name: str, n: int, rounds: int, calls: int) -> list[str]:
+def paired(name: str, n: int, rounds: int, calls: int, routes: list[str]) -> list[str]:
     energy, y, ps = _case(name, n)
     fired = _fired(energy, y, ps)
-    kernels = {r: _kernel(r, energy, y, ps) for r in ROUTES}
+    kernels = {r: _kernel(r, energy, y, ps) for r in routes}
     want = kernels["reverse"].value_gradient_hessian(y, *ps)
     diffs = {r: max((a - b).abs().max().item() for a, b in zip(
-        kernels[r].value_gradient_hessian(y, *ps), want, strict=True)) for r in ROUTES}
-    times: dict[str, list[float]] = {r: [] for r in ROUTES}
+        kernels[r].value_gradient_hessian(y, *ps), want, strict=True)) for r in routes}
+    times: dict[str, list[float]] = {r: [] for r in routes}
+    names = list(routes)
     for i in range(rounds):
-        names = list(ROUTES)
         order = names[i % len(names):] + names[:i % len(names)]
         for r in order:
             f = kernels[r].value_gradient_hessian
@@ -87,11 +87,12 @@ def paired(name: str, n: int, rounds: int, calls: int) -> list[str]:
                 f(y, *ps)
             times[r].append((time.perf_counter() - t) / calls)
     lines = [f"{name} n={y.shape[1]} B=1000: rules fired on the reverse graph {fired}"]
-    for r in ROUTES:
+    for r in routes:
         lines.append(f"  {r:10s} {1e3 * statistics.median(times[r]):.3f} ms/call (median of "
                      f"{rounds}x{calls}); /reverse {_ratio(times[r], times['reverse'])}; max "
-                     f"|diff| {diffs[r]:.1e}")
-    lines.append(f"  func/both {_ratio(times['func'], times['both'])} (the FUNC_MIN_N crossover)")
+                     f"|diff| {diffs[r]:.1e}; compiled in {kernels[r].compile_seconds:.1f} s")
+    if "func" in times and "both" in times:
+        lines.append(f"  func/both {_ratio(times['func'], times['both'])} (FUNC_MIN_N's choice)")
     return lines
 
 
@@ -102,48 +103,44 @@ def _ratio(a: list[float], b: list[float]) -> str:
     return f"{math.exp(m):.3f}x [95% {math.exp(m - 2 * se):.3f}, {math.exp(m + 2 * se):.3f}]"
 
 
-def whole(n: int, rounds: int) -> str:
+def whole(n: int, rounds: int, old: str = "reverse", new: str = "both") -> str:
     """One ``argmin(..., compile=True)`` forward + backward of ``D`` (``bench.user.DenseUser``),
-    built the ``reverse`` way (before this pass) and the ``both`` way (this version's default),
-    two energy objects in one process, called alternately."""
+    its Hessian kernel built the ``old`` way and the ``new`` way (:data:`ROUTES`), two energy
+    objects in one process, called alternately; ``new``/``old`` paired."""
     import wibergian
     from wibergian.bench.user import DenseUser
 
     d = DenseData(1000, n)
-    users = {k: DenseUser(d, compile=True) for k in ("reverse", "both")}
+    users = {k: DenseUser(d, compile=True) for k in (old, new)}
 
     def run(key: str) -> list[torch.Tensor]:
         m = users[key]
         for p in m.params.values():
             p.grad = None
-        old = comp.FUNC_MIN_N, comp.SIMPLIFY_REVERSE, matvec.NARROW_M
+        saved = comp.FUNC_MIN_N, comp.SIMPLIFY_REVERSE, matvec.NARROW_M
         comp.FUNC_MIN_N, comp.SIMPLIFY_REVERSE, matvec.NARROW_M = ROUTES[key]
         try:
             m.loss().backward()
         finally:
-            comp.FUNC_MIN_N, comp.SIMPLIFY_REVERSE, matvec.NARROW_M = old
+            comp.FUNC_MIN_N, comp.SIMPLIFY_REVERSE, matvec.NARROW_M = saved
         return [p.grad.clone() for p in m.params.values()]
 
     grads = {k: run(k) for k in users}  # compiles
     for _ in range(2):
         for k in users:
             run(k)
-    agree = max((a - b).abs().max().item() for a, b in zip(grads["reverse"], grads["both"],
-                                                            strict=True))
+    agree = max((a - b).abs().max().item() for a, b in zip(grads[old], grads[new], strict=True))
     times: dict[str, list[float]] = {k: [] for k in users}
     for i in range(rounds):
-        for k in (("reverse", "both") if i % 2 == 0 else ("both", "reverse")):
+        for k in ((old, new) if i % 2 == 0 else (new, old)):
             t = time.perf_counter()
             run(k)
             times[k].append(time.perf_counter() - t)
-    logs = [math.log(a / b) for a, b in zip(times["both"], times["reverse"], strict=True)]
-    m, se = statistics.mean(logs), statistics.stdev(logs) / math.sqrt(len(logs))
     assert wibergian.compiled.FALLBACKS["count"] == 0
     med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-    return (f"n={n} whole argmin forward+backward: reverse {med['reverse']:.2f} ms, both "
-            f"{med['both']:.2f} ms (medians of {rounds}); "
-            f"both/reverse {math.exp(m):.3f}x [95% {math.exp(m - 2 * se):.3f}, "
-            f"{math.exp(m + 2 * se):.3f}]; gradients differ by {agree:.1e}")
+    return (f"n={n} whole argmin forward+backward: {old} {med[old]:.2f} ms, {new} "
+            f"{med[new]:.2f} ms (medians of {rounds}); {new}/{old} "
+            f"{_ratio(times[new], times[old])}; gradients differ by {agree:.1e}")
 
 
 def _fired(energy: Callable[..., torch.Tensor], y: torch.Tensor, ps: list[torch.Tensor]
@@ -162,14 +159,17 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=10, help="kernel calls per timed sample")
     ap.add_argument("--energy", choices=("d", "w1"), default="d",
                     help="d: the ridge-logistic D; w1: the W1 wells (n = 2, no product)")
-    ap.add_argument("--whole", action="store_true",
-                    help="also time the whole argmin call (reverse vs both)")
+    ap.add_argument("--routes", default=",".join(ROUTES),
+                    help=f"routes to build, 'reverse' always (of {', '.join(ROUTES)})")
+    ap.add_argument("--whole", default=None, metavar="OLD,NEW",
+                    help="also time the whole argmin call, two routes (e.g. reverse,both)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     for n in (int(s) for s in args.ns.split(",")):
-        print("\n".join(paired(args.energy, n, args.rounds, args.calls)), flush=True)
+        routes = ["reverse"] + [r for r in args.routes.split(",") if r in ROUTES and r != "reverse"]
+        print("\n".join(paired(args.energy, n, args.rounds, args.calls, routes)), flush=True)
         if args.whole and args.energy == "d":
-            print(whole(n, args.rounds), flush=True)
+            print(whole(n, args.rounds, *args.whole.split(",")), flush=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ graphs are compiled (Inductor fuses them into vectorised loops):
   written by hand, instead of ``2n`` matrix-vector passes over ``X``. The crossover is measured
   (``python -m wibergian.bench.user``, docs/method.md); if ``torch.func`` refuses the energy,
   the reverse route is traced instead; if a rewrite raises, the folded graph is compiled
-  unsimplified (counted in :data:`SIMPLIFY_FALLBACKS`).
+  unsimplified (counted in :data:`SIMPLIFY_FALLBACKS`). The reverse route's graph is simplified
+  too (:data:`SIMPLIFY_REVERSE`: its products with the one-hot cotangents ``e_i`` become
+  selects, ``onehot.py``).
 
 Every kernel's graph (these two and the two below) then has its float64 CPU matrix-vector
 ``bmm`` nodes rewritten (``matvec.py``: Inductor's own lowering, ~3× slower than eager at
@@ -79,8 +81,9 @@ MAX_ROWS = 4096
 #: ``value_gradient_hessian`` of a plain energy is traced by ``torch.func`` (forward-over-reverse,
 #: ``vmap``'s copies folded, ``fold.py``, then simplified, ``simplify.py``) from this dimension
 #: up, by ``n`` reverse passes below: the crossover measured by ``python -m wibergian.bench.user``
-#: (docs/method.md, "compile=True"); ``None``: always reverse
-FUNC_MIN_N: int | None = 4
+#: (docs/method.md, "compile=True"; with the reverse graph simplified too, ``onehot.py``, it won
+#: at n = 4…7: ``python benchmarks/onehot_reverse.py``); ``None``: always reverse
+FUNC_MIN_N: int | None = 8
 #: the traced ``torch.func`` graph is simplified (``simplify.py``) after folding; ``False`` only
 #: to measure the passes (``python -m wibergian.bench.user``)
 SIMPLIFY_GRAPH = True

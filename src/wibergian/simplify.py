@@ -1,4 +1,4 @@
-"""Algebraic simplification of the traced ``torch.func`` Hessian graph (``compile=True``).
+"""Algebraic simplification of the traced Hessian graphs (``compile=True``).
 
 ``derivatives.func_value_gradient_hessian`` pushes the ``n`` coordinate directions ``e_k``
 through the energy's forward-mode derivative under ``vmap``; traced by ``make_fx`` the graph
@@ -22,15 +22,21 @@ sweep), never on names:
   a tensor that repeats along the directions are not materialised); ``copy_`` of ``src`` into a
   fresh zero buffer used only there is ``expand(src)``.
 
-"Constant" means computed from no input (``eye``, ``zeros``, ``full``, ``*_like`` and views,
-copies and pointwise ops of those): such tensors are evaluated here on their few distinct
-values (a broadcast dimension is kept as a stride-0 view), so the identity, one-hot and zero
-tests are checks of actual values, skipped (no rewrite) above :data:`MAX_CONST` distinct
-numbers; a tensor any in-place operation writes to (through any view) is no constant. The zero
-and identity rules assume finite operands (``0·∞`` is NaN, the rewritten graph gives 0), as
-compilers' algebraic simplifiers do: at a point where the energy's value or gradient is already
-non-finite the solvers report it, but a non-finite term that only the unsimplified Hessian would
-show is not reproduced. Every ``view`` becomes ``reshape`` (a rewritten operand may be a
+The reverse route (``derivatives.value_gradient_hessian``, ``n < compiled.FUNC_MIN_N``) is
+simplified too: its row ``i`` pushes the cotangent ``e_i`` (``select_backward`` of ones) back
+through the gradient's graph, and ``onehot.py``'s rule turns ``bmm(X, V)`` with every fibre of
+``V`` along the contracted dimension the same ``c·e_k`` into ``c·X[..., k:k+1]`` (a select, no
+product; ``bmm(V, A)`` and ``mm`` alike).
+
+"Constant" means computed from no input (``eye``, ``zeros``, ``full``, ``*_like`` and views, copies,
+``select_backward`` / ``slice_backward`` and pointwise ops of those): such tensors are evaluated
+here on their few distinct values (a broadcast dimension is kept as a stride-0 view), so the
+identity, one-hot and zero tests are checks of actual values, skipped (no rewrite) above
+:data:`MAX_CONST` distinct numbers; a tensor any in-place operation writes to (through any view) is
+no constant. The zero and identity rules assume finite operands (``0·∞`` is NaN, the rewritten graph
+gives 0), as compilers' algebraic simplifiers do: at a point where the energy's value or gradient is
+already non-finite the solvers report it, but a non-finite term that only the unsimplified Hessian
+would show is not reproduced. Every ``view`` becomes ``reshape`` (a rewritten operand may be a
 non-contiguous view), and an output that would alias an input, be a broadcast view or not be
 contiguous is cloned (every consumer of ``H`` makes it contiguous anyway).
 """
