@@ -26,7 +26,8 @@ Each iteration evaluates the energy, gradient and Hessian once, at the trial poi
 rejected step does not recompute the derivatives at the unchanged point, and an energy that
 declares ``value_gradient_hessian`` pays one pass per iteration instead of three. Only the
 problems still active are factored (on the iterations that test for "every problem stopped"):
-a stopped problem's ``H + μI`` does not change, and its step is masked out anyway.
+a stopped problem's ``H + μI`` does not change, and its step is masked out anyway. When few
+problems are left active they alone are evaluated (``active_rows.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from torch import Tensor
 from ..cholesky import cholesky_apply, shifted_cholesky, work_buffer
 from ..derivatives import value_gradient_hessian
 from ..energy import EnergyFn
+from .active_rows import ActiveRows
 from .base import SolveResult
 from .curvature import negative_curvature_dense
 from .nonfinite import finite_start, rows_finite
@@ -96,6 +98,7 @@ class NewtonTrustRegion:
         # nothing there and spare whole-tensor selects (else everything stays on the device)
         sync = every == 1 and dev.type == "cpu"
         escaping = False  # a problem escapes a saddle this iteration (the second-order check)
+        subset = ActiveRows(energy, params, b)  # the last iterations' few active problems
         for it in range(self.max_iter):
             gmax = g.abs().amax(-1)
             rows = None  # the problems to factor (None: all)
@@ -127,7 +130,10 @@ class NewtonTrustRegion:
             d = torch.where(escape.unsqueeze(-1), sign.unsqueeze(-1) * u, d)
             pd = pd | escape
             y_new = y + d
-            e_new, g_new, h_new = value_gradient_hessian(energy, y_new, params)
+            part = (subset.evaluate(rows, y_new, y, e, g, h)
+                    if rows is not None and subset.wants(rows.numel()) else None)
+            e_new, g_new, h_new = (part if part is not None
+                                   else value_gradient_hessian(energy, y_new, params))
             # the model's decrease -(gᵀd + ½dᵀHd): for the Newton step (H + μI)d = -g, so
             # dᵀHd = -gᵀd - μ|d|² and no product with H is needed; an escape step has no such
             # identity (computed only when there is one)
