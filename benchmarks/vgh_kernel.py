@@ -7,14 +7,18 @@ is built with ``index_consts.ENABLED`` off (``off``: Inductor evaluates ``eye`` 
 the kernel) and on (``on``: what ships, ``eye`` stored as a buffer, ``index_consts.py``), and
 the two are timed interleaved in one process (each round calls both once, in alternating
 order). The eager baseline is the hand-written closed form
-(``bench.user.logistic_value_gradient_hessian``). Each variant's outputs are checked equal to
-the other's (value, gradient, Hessian; relative max difference printed).
+(``bench.user.logistic_value_gradient_hessian``). The two kernels' outputs are compared
+(value, gradient, Hessian; the largest relative difference printed: 0 when bit-identical).
 
-Printed: median milliseconds per call, ``on/off`` (``< 1``: the pass is faster) and
-``on/eager``. Not a test: speeds are measured here, never asserted. glibc's allocator matters
-for the multi-MB buffers each call allocates; to compare allocators run it twice:
+Printed: median milliseconds per call, the median and 10-90 % range of the per-round ratios
+``on/off`` (``< 1``: the pass is faster) and ``on/eager``. ``--whole``: the same comparison for
+one ``argmin`` forward + backward of ``bench.user.DenseUser(compile=True)`` (each built with
+the pass off or on; compilation untimed). Not a test: speeds are measured here, never
+asserted. glibc's allocator matters for the multi-MB buffers each call allocates; to compare
+allocators run it twice:
 
     OMP_NUM_THREADS=1 python benchmarks/vgh_kernel.py [--ns 8,16,32] [--batch 1000] [--rounds 21]
+        [--whole] [--clock wall|cpu]
     MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000 OMP_NUM_THREADS=1 \\
         python benchmarks/vgh_kernel.py
 """
@@ -33,7 +37,12 @@ import torch
 
 from wibergian import compiled as comp
 from wibergian import index_consts
-from wibergian.bench.user import DenseData, logistic_energy, logistic_value_gradient_hessian
+from wibergian.bench.user import (
+    DenseData,
+    DenseUser,
+    logistic_energy,
+    logistic_value_gradient_hessian,
+)
 
 
 def build(enabled: bool, y: torch.Tensor, ps: list[torch.Tensor]) -> Callable[[], Any]:
@@ -56,20 +65,81 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
 
 
+#: the clock (``--clock``): wall time, or this thread's CPU time (on a machine shared with
+#: other work, CPU time leaves out the time-slices the thread waits)
+CLOCK = time.perf_counter
+
+
+def paired(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each of ``calls``, ``rounds`` rounds, each calling every one once in
+    a rotating order (after one untimed warm call each)."""
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    order = list(calls)
+    for f in calls.values():
+        f()
+    for r in range(rounds):
+        for k in order[r % len(order):] + order[:r % len(order)]:
+            t = CLOCK()
+            calls[k]()
+            times[k].append(CLOCK() - t)
+    return times
+
+
+def ratio_range(on: list[float], off: list[float]) -> str:
+    """Median and 10-90 % range of the per-round ratios ``on / off`` (paired)."""
+    r = sorted(a / b for a, b in zip(on, off, strict=True))
+    q = statistics.quantiles(r, n=10)
+    return f"{statistics.median(r):.3f} [{q[0]:.3f}, {q[-1]:.3f}]"
+
+
+def whole_call(n: int, batch: int, rounds: int) -> None:
+    """One ``argmin`` forward + backward of ``DenseUser(compile=True)``, the pass off / on."""
+    d = DenseData(batch, n)
+    calls = {}
+    for name, enabled in (("off", False), ("on", True)):
+        m = DenseUser(d, compile=True)
+        old = index_consts.ENABLED
+        index_consts.ENABLED = enabled
+        try:
+            m.gradient()  # builds (compiles) the kernels with the pass as set
+        finally:
+            index_consts.ENABLED = old
+        calls[name] = m.gradient
+    times = paired(calls, rounds)
+    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    print(f"{n:>4} {med['off']:>8.1f} {med['on']:>8.1f}  {ratio_range(times['on'], times['off'])}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ns", default="8,16,32", help="unknowns per problem (comma-separated)")
     ap.add_argument("--batch", type=int, default=1000, help="problems B")
     ap.add_argument("--rounds", type=int, default=21, help="timed rounds (median reported)")
+    ap.add_argument("--whole", action="store_true",
+                    help="time one argmin forward + backward (DenseUser, compile=True) instead")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall time, or the thread's CPU time (for a machine shared with others)")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.perf_counter if args.clock == "wall" else time.thread_time
     torch.set_num_threads(1)
     env = {k: os.environ[k] for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
            if k in os.environ}
-    print(f"vgh kernel, D workload (generated, seed 0), B = {args.batch}, float64, 1 thread, "
-          f"malloc: {env or 'glibc default'}")
-    print(f"{'n':>4} {'off ms':>8} {'on ms':>8} {'eager ms':>9} {'on/off':>7} {'on/eager':>9} "
-          f"{'max rel diff':>12}")
-    for n in (int(s) for s in args.ns.split(",")):
+    ns = [int(s) for s in args.ns.split(",")]
+    print(f"D workload (generated, seed 0), B = {args.batch}, float64, 1 thread, "
+          f"malloc: {env or 'glibc default'}, median of {args.rounds} paired rounds, "
+          f"{args.clock} clock, load average {os.getloadavg()[0]:.2f}")
+    if args.whole:
+        print("argmin forward + backward, compile=True (ms); on/off: median [10-90 %] of the "
+              "per-round ratios")
+        print(f"{'n':>4} {'off':>8} {'on':>8}  on/off")
+        for n in ns:
+            whole_call(n, args.batch, args.rounds)
+        return
+    print("compiled value_gradient_hessian per call (ms); on/off: median [10-90 %] of the "
+          "per-round ratios; rel diff: max|on - off| / max|off| over (E, g, H)")
+    print(f"{'n':>4} {'off':>8} {'on':>8} {'eager':>8} {'on/eager':>9} {'rel diff':>9}  on/off")
+    for n in ns:
         d = DenseData(args.batch, n)
         y = 0.3 * torch.randn(args.batch, n, generator=torch.Generator().manual_seed(1),
                               dtype=torch.float64)
@@ -77,19 +147,12 @@ def main() -> None:
         calls = {"off": build(False, y, ps), "on": build(True, y, ps),
                  "eager": functools.partial(logistic_value_gradient_hessian, y, *ps)}
         diff = max(rel(a, b) for a, b in zip(calls["on"](), calls["off"](), strict=True))
-        times: dict[str, list[float]] = {k: [] for k in calls}
-        order = list(calls)
         with torch.no_grad():
-            for f in calls.values():  # warm
-                f()
-            for r in range(args.rounds):
-                for k in (order if r % 2 == 0 else order[::-1]):
-                    t = time.perf_counter()
-                    calls[k]()
-                    times[k].append(time.perf_counter() - t)
+            times = paired(calls, args.rounds)
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-        print(f"{n:>4} {med['off']:>8.2f} {med['on']:>8.2f} {med['eager']:>9.2f} "
-              f"{med['on'] / med['off']:>7.3f} {med['on'] / med['eager']:>9.3f} {diff:>12.1e}")
+        print(f"{n:>4} {med['off']:>8.2f} {med['on']:>8.2f} {med['eager']:>8.2f} "
+              f"{med['on'] / med['eager']:>9.3f} {diff:>9.1e}  "
+              f"{ratio_range(times['on'], times['off'])}")
 
 
 if __name__ == "__main__":
