@@ -71,6 +71,7 @@ from torch import Tensor
 from .energy import EnergyFn
 from .errors import CompileFallbackWarning, warn  # the warning's old path still imports
 from .fold import fold_expanded_bmm
+from .index_consts import store_identities
 from .matvec import lower_matvec
 from .retrace import RETRACES, Retracing, close  # noqa: F401 - RETRACES: counted here too
 from .simplify import simplify_graph
@@ -296,7 +297,8 @@ class CompiledEnergy(Retracing):
         return torch.cat(outs)
 
     def _trace(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
-        """:meth:`_trace_simplified` with (``LOWER_MATVEC``) matrix-vector products rewritten."""
+        """:meth:`_trace_simplified` with (``LOWER_MATVEC``) matrix-vector products rewritten and
+        identity matrices stored as buffers (``index_consts.py``)."""
         graph = self._trace_simplified(fn, yb, pb)
         if LOWER_MATVEC:
             try:
@@ -304,6 +306,7 @@ class CompiledEnergy(Retracing):
             except Exception:  # noqa: BLE001 - the graph as traced and simplified (counted)
                 MATVEC_FALLBACKS["count"] += 1
                 graph = self._trace_simplified(fn, yb, pb)
+        store_identities(graph)
         return graph
 
     def _trace_simplified(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
