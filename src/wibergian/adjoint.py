@@ -41,7 +41,9 @@ Reusing the forward's factorisation: a solver may return a Cholesky factor of ``
 of its own ``M``. When ``shift = λ`` the solves above are two triangular solves with that factor;
 otherwise ``shift = 0`` still proves ``H`` positive definite, and the semi-definiteness test (a
 second factorisation) is skipped, as it is where the solver certified ``H`` at this very point
-(``spec.psd``). Which factorisations remain, and why: ``docs/factorisations.md``.
+(``spec.psd``). The implicit adjoint at ``y*``, a rounding-sized step from the solver's point
+``y₀``, refines from the final step's factor of ``H(y₀) + λI`` instead of factoring
+``H(y*) + λI`` (``refine.py``). Which factorisations remain, and why: ``docs/factorisations.md``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from .derivatives import gradient_graph, hessian_from_graph
 from .energy import closed_hessian
 from .errors import NonFiniteDerivativeError
 from .linsolve import SolveStats, cap_to_bound, cg_solve, dense_solve
+from .refine import refined_solve
 
 __all__ = ["AdjointSpec", "jvp", "vjp"]
 
@@ -88,8 +91,13 @@ def _regularised_solve(
             h = hessian_from_graph(yv, g).detach()
             h = h + h.transpose(1, 2)
             h.mul_(0.5)  # symmetrised in one owned buffer
+        known = False if spec.psd is None else spec.psd
+        if spec.nearby is not None and spec.regulariser == "ridge":  # y moved a rounding step
+            refined = refined_solve(spec.nearby, h, rhs, spec.damping, psd_known=known)
+            if refined is not None:
+                return refined
         u, stats = dense_solve(h, rhs, spec.damping, spec.regulariser, factor=factor,
-                               psd_known=False if spec.psd is None else spec.psd)
+                               psd_known=known)
         if spec.regulariser == "ridge":  # (H + λI) u - ȳ without forming H + λI
             r = torch.baddbmm(
                 (spec.damping * u - rhs).unsqueeze(-1), h, u.unsqueeze(-1)

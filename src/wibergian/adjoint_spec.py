@@ -22,6 +22,7 @@ from torch import Tensor
 from .energy import EnergyFn
 from .errors import FallbackWarning, nonfinite_derivative, warn
 from .linsolve import HessianFactor, SolveStats
+from .refine import NearbyFactor
 
 
 @dataclass
@@ -40,6 +41,7 @@ class AdjointSpec:
     hessian: Tensor | None = None  # the forward's symmetric ∇²E (B, n, n) at y_point, if any
     warn: bool = True  # FallbackWarning from the backward (argmin's warn=)
     psd: Tensor | None = None  # (B,) bool: `hessian` certified semi-definite by the forward
+    nearby: NearbyFactor | None = None  # the final step's factor at y₀, refined from (refine.py)
 
 
 def live_params(params: Sequence[Tensor], needs: Sequence[bool]) -> list[Tensor]:
@@ -83,6 +85,7 @@ def record_solve(spec: AdjointSpec, stats: SolveStats, b: int, what: str, capped
         cg_iterations=stats.iterations,
         cg_shifted=stats.shifted,
         bound_capped=int(capped.sum()),
+        refined=stats.refined,
     )
 
 

@@ -29,6 +29,7 @@ from .errors import FallbackWarning, NonConvergenceWarning
 from .function import attach_derivatives, autodiff_entry
 from .info import ArgminInfo, forward_warnings
 from .linsolve import REGULARISERS, HessianFactor, cg_solve, choose_backend, dense_solve
+from .refine import NearbyFactor
 from .solvers import LBFGS, BlackBox, NewtonCG, NewtonTrustRegion, QuadraticSolve, best_candidate
 from .solvers.auto import choose_solver
 from .solvers.base import Solver
@@ -268,18 +269,21 @@ def argmin(
     # the backward at the same point repeats it
     psd = getattr(result, "psd", None) if h_in is not None else None
     psd = psd if psd is not None and tuple(psd.shape) == (b,) else None
-    y_star, accepted, fwd_fb, step_factor = y_pre, None, 0, None
+    y_star, accepted, fwd_fb, step_factor, nearby = y_pre, None, 0, None, None
     g, e = getattr(result, "grad", None), getattr(result, "energy", None)
     if final_step:
         want_h = (needs_graph and backend == "dense" and adjoint == "implicit"
                   and not (factor is not None and factor.constant
                            and factor.solves(damping, regulariser)))
-        keep = needs_graph and backend == "dense" and adjoint == "newton_step"
+        keep = needs_graph and backend == "dense"
         y_star, accepted, fwd_fb, e, g, h_out, h_in, step_factor = _final_step(
             energy, y_pre, params, damping, regulariser, backend, factor, result, want_h, keep)
         h_point = h_in if adjoint == "newton_step" else h_out
         if factor is not None and not factor.constant and bool(accepted.any()):
             factor = None  # the Hessian moved with y
+        if (adjoint == "implicit" and step_factor is not None and h_in is not None
+                and h_point is not None and step_factor is not factor):
+            nearby = NearbyFactor(step_factor, h_in)  # y* is a step from it (refine.py)
     with torch.no_grad():
         ps = [p.detach() for p in params]
         if g is None or e is None:  # else the solver's own (or the final step's), at y*
@@ -316,7 +320,7 @@ def argmin(
     spec = AdjointSpec(energy, float(damping), regulariser, backend, adjoint, cg_tol, cg_max_iter,
                        record=info.backward,
                        factor=factor if adjoint == "implicit" else step_factor,
-                       hessian=h_point, warn=warn, psd=psd)
+                       hessian=h_point, warn=warn, psd=psd, nearby=nearby)
     y_point = y_pre if adjoint == "newton_step" else y_star
     out = attach_derivatives(spec, y_star, y_point, y0, params)
     return (out, info) if return_info else out

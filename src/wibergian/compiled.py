@@ -73,7 +73,9 @@ from torch import Tensor
 from .energy import EnergyFn
 from .errors import CompileFallbackWarning, warn  # the warning's old path still imports
 from .fold import fold_expanded_bmm
+from .index_consts import store_identities
 from .matvec import lower_matvec
+from .reciprocal import hoist_reciprocals
 from .retrace import RETRACES, Retracing, close  # noqa: F401 - RETRACES: counted here too
 from .simplify import simplify_graph
 
@@ -302,7 +304,7 @@ class CompiledEnergy(Retracing):
         return torch.cat(outs)
 
     def _trace(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
-        """:meth:`_trace_simplified` with (``LOWER_MATVEC``) matrix-vector products rewritten."""
+        """:meth:`_trace_simplified`, then ``matvec.py``, ``index_consts.py``, ``reciprocal.py``."""
         graph = self._trace_simplified(fn, yb, pb)
         if LOWER_MATVEC:
             try:
@@ -310,6 +312,8 @@ class CompiledEnergy(Retracing):
             except Exception:  # noqa: BLE001 - the graph as traced and simplified (counted)
                 MATVEC_FALLBACKS["count"] += 1
                 graph = self._trace_simplified(fn, yb, pb)
+        store_identities(graph)
+        hoist_reciprocals(graph)
         return graph
 
     def _trace_simplified(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:

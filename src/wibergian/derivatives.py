@@ -133,11 +133,18 @@ def value_and_gradient(
     energy: EnergyFn, y: Tensor, params: Sequence[Tensor]
 ) -> tuple[Tensor, Tensor]:
     """``(E, ∇_y E)`` at ``y``, detached: shapes ``(B,)`` and ``(B, n)``; from the energy's
-    declared ``value_and_gradient`` when it has one, else from a value and a gradient pass."""
+    declared ``value_and_gradient`` when it has one, else from one forward and one reverse pass
+    (a value pass and the closed-form gradient where only that is declared)."""
     if not declares_value_and_gradient(energy):
-        with torch.no_grad():
-            e = energy_value(energy, y, params)
-        return e, gradient(energy, y, params).detach()
+        if closed_gradient(energy) is not None:
+            with torch.no_grad():
+                e = energy_value(energy, y, params)
+            return e, gradient(energy, y, params).detach()
+        with torch.enable_grad():  # one forward pass for both
+            yv = y.detach().requires_grad_(True)
+            e = energy_value(energy, yv, [p.detach() for p in params])
+            (g,) = torch.autograd.grad(e.sum(), yv)
+        return e.detach(), g
     with torch.no_grad():
         e, g = energy.value_and_gradient(y, *params)  # type: ignore[attr-defined]
     if e.shape != (y.shape[0],) or g.shape != y.shape:

@@ -68,6 +68,7 @@ class SolveStats:
     NaN/Inf; their ``v`` is NaN. ``shifted``: CG problems solved with a shift ``σ > λ``.
     ``factor``: with ``dense_solve(keep_factor=True)``, the factor of ``H + λI`` it computed
     (``ok``: the rows it solved, certified in ``psd``), for a later solve with the same matrix.
+    ``refined``: problems solved by refinement from a nearby factor (``refine.py``).
     """
 
     fallbacks: int = 0
@@ -79,6 +80,7 @@ class SolveStats:
     nonfinite_mask: Tensor | None = None
     shifted: int = 0
     factor: HessianFactor | None = None
+    refined: int = 0
 
 
 def dense_solve(

@@ -55,3 +55,16 @@ def test_default_row_warm_up_stops_where_auto_never_compiles():
         assert m.prepare() == 0.0
     assert m.stays_eager and not m.jit_compiled and m.eager_calls is None
     assert m.info.gradient.endswith("stays eager (solver not dense Newton)")
+
+
+def test_unrolled_baseline_is_left_out_where_it_would_not_fit_and_the_table_says_so():
+    from wibergian.bench import user
+
+    # n = 32, B = 1000 ran (about 3 GB); n = 128, B = 1000 would keep about 50 GB
+    assert user.unrolled_bytes(1000, 32, 6) <= user.UNROLLED_MAX_BYTES
+    assert user.unrolled_bytes(1000, 128, 6) > 10 * user.UNROLLED_MAX_BYTES
+    run = {"workloads": [{"label": "D, n = 128", "workload": "D", "malloc": "default",
+                          "methods": {"ours (user's energy)": {"total_s": 0.5},
+                                      "optimistix Newton": {"total_s": 1.0}}}]}
+    text = user_targets_section(run)
+    assert "faster than torch unrolled | not run: its retained graph would exceed 4 GiB" in text

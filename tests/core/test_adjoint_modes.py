@@ -130,3 +130,34 @@ def test_undamped_gradient_explodes_on_flat_minimum_while_damped_stays_bounded()
         grads[lam] = float(w.grad.abs())
     assert grads[0.1] <= 12 * (0.5 - float(y.detach())) ** 2 / 0.1 + 1e-6
     assert grads[0.0] > 50 * max(grads[0.1], 1e-3)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_default_gradient_is_the_damped_implicit_derivative_in_closed_form(compile):
+    """The default call (Newton, final step, the forward's Hessian reused) against the damped
+    implicit derivative written out for ridge-logistic regression
+    ``E = Σ softplus(x y) - t·x y + ½ e^l ||y - μ||²``: ``∇E = xᵀ(σ(xy) - t) + e^l (y - μ)``,
+    ``H = xᵀ diag(σ') x + e^l I``, so with ``u = (H + λI)^-1 ȳ`` at the returned ``y``,
+    ``∂L/∂μ = e^l Σ_b u_b`` and ``∂L/∂l = -e^l Σ_b (y_b - μ)ᵀ u_b``; compiled and eager."""
+    from wibergian.bench.user import DenseData, logistic_energy
+
+    d = DenseData(40, 8, seed=3)
+    lam = 0.1
+    log_l = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    mu = (0.1 * torch.arange(8, dtype=torch.float64)).requires_grad_(True)
+    with wibergian.auto_compile_after(0):
+        y, info = wibergian.argmin(logistic_energy, torch.zeros(40, 8, dtype=torch.float64),
+                                   (d.x, d.t, log_l, mu), return_info=True, compile=compile)
+    ((y - d.y_true) ** 2).sum().backward()
+    assert bool(info.converged.all()) and bool(info.final_step_accepted.any())
+    with torch.no_grad():
+        yd = y.detach()
+        s = torch.sigmoid((d.x @ yd.unsqueeze(-1)).squeeze(-1))
+        h = d.x.mT @ (d.x * (s * (1 - s)).unsqueeze(-1))
+        el = log_l.exp()
+        m = h + (el + lam) * torch.eye(8, dtype=torch.float64)
+        u = torch.linalg.solve(m, 2 * (yd - d.y_true))
+        want_mu = el * u.sum(0)
+        want_l = -el * ((yd - mu) * u).sum()
+    torch.testing.assert_close(mu.grad, want_mu, rtol=1e-8, atol=0)
+    torch.testing.assert_close(log_l.grad, want_l, rtol=1e-8, atol=0)

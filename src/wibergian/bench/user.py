@@ -234,11 +234,27 @@ def dense_iterations(data: DenseData) -> int:
     return max(1, int(info.iterations.max()))
 
 
+#: the unrolled baseline runs where its retained graph stays under this many bytes
+UNROLLED_MAX_BYTES = 4 << 30
+
+
+def unrolled_bytes(batch: int, n: int, iters: int) -> int:
+    """What the unrolled baseline keeps for its backward, roughly: ``vmap(hessian)`` copies
+    ``X`` ``(B, M, n)`` once per direction, each of the ``iters`` iterations (float64)."""
+    return batch * D_ROWS * n * n * iters * 8
+
+
 def dense_suite(batch: int, n: int, anchors: bool = True) -> tuple[list[BenchMethod], Any]:
+    """The D workload's methods: ours with every default (``compile="auto"``), with
+    ``compile=True`` and ``False``, the unrolled baseline (where :func:`unrolled_bytes` stays
+    under :data:`UNROLLED_MAX_BYTES`: not at n = 128, B = 1,000, which would need ~50 GB) and
+    the JAX anchors."""
     d = DenseData(batch, n)
     methods: list[BenchMethod] = [DenseUser(d), DenseUser(d, compile=True),
-                                  DenseUser(d, compile=False),
-                                  DenseUnrolled(d, dense_iterations(d) + 1)]
+                                  DenseUser(d, compile=False)]
+    iters = dense_iterations(d) + 1
+    if unrolled_bytes(batch, n, iters) <= UNROLLED_MAX_BYTES:
+        methods.append(DenseUnrolled(d, iters))
     if anchors:
         try:
             from .methods_jax import dense_methods

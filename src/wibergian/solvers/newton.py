@@ -26,7 +26,8 @@ Each iteration evaluates the energy, gradient and Hessian once, at the trial poi
 rejected step does not recompute the derivatives at the unchanged point, and an energy that
 declares ``value_gradient_hessian`` pays one pass per iteration instead of three. Only the
 problems still active are factored (on the iterations that test for "every problem stopped"):
-a stopped problem's ``H + μI`` does not change, and its step is masked out anyway.
+a stopped problem's ``H + μI`` does not change, and its step is masked out anyway. When few
+problems are left active they alone are evaluated (``active_rows.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from torch import Tensor
 from ..cholesky import cholesky_apply, shifted_cholesky, work_buffer
 from ..derivatives import value_gradient_hessian
 from ..energy import EnergyFn
+from .active_rows import ActiveRows
 from .base import SolveResult
 from .curvature import negative_curvature_dense
 from .nonfinite import finite_start, rows_finite
@@ -92,12 +94,18 @@ class NewtonTrustRegion:
         psd = torch.zeros(b, dtype=torch.bool, device=dev)  # H certified (spectral.certify_psd)
         work = work_buffer(b, n, y) if n > 2 else None  # every iteration's H + μI, factored
         every = self.check_every or (1 if dev.type == "cpu" else 4)
+        # the loop reads a flag every iteration anyway (the CPU default): a few more reads cost
+        # nothing there and spare whole-tensor selects (else everything stays on the device)
+        sync = every == 1 and dev.type == "cpu"
+        escaping = False  # a problem escapes a saddle this iteration (the second-order check)
+        subset = ActiveRows(energy, params, b)  # the last iterations' few active problems
         for it in range(self.max_iter):
             gmax = g.abs().amax(-1)
             rows = None  # the problems to factor (None: all)
             if not self.fixed_iterations:
                 converged, escape, u, psd = self._check(converged, pending | (gmax <= tol), h,
                                                         psd)
+                escaping = not sync or bool(escape.any())
                 active = ~converged
                 if it % every == 0:
                     rows = active.nonzero().flatten()  # the loop's host synchronisation
@@ -122,16 +130,29 @@ class NewtonTrustRegion:
             d = torch.where(escape.unsqueeze(-1), sign.unsqueeze(-1) * u, d)
             pd = pd | escape
             y_new = y + d
-            e_new, g_new, h_new = value_gradient_hessian(energy, y_new, params)
-            pred = -((g * d).sum(-1) + 0.5 * (d * (h @ d.unsqueeze(-1)).squeeze(-1)).sum(-1))
+            part = (subset.evaluate(rows, y_new, y, e, g, h)
+                    if rows is not None and subset.wants(rows.numel()) else None)
+            e_new, g_new, h_new = (part if part is not None
+                                   else value_gradient_hessian(energy, y_new, params))
+            # the model's decrease -(gᵀd + ½dᵀHd): for the Newton step (H + μI)d = -g, so
+            # dᵀHd = -gᵀd - μ|d|² and no product with H is needed; an escape step has no such
+            # identity (computed only when there is one)
+            gd = (g * d).sum(-1)
+            pred = 0.5 * (mu * (d * d).sum(-1) - gd)
+            if escaping:
+                dhd = (d * (h @ d.unsqueeze(-1)).squeeze(-1)).sum(-1)
+                pred = torch.where(escape, -(gd + 0.5 * dhd), pred)
             actual = e - e_new
             ok = pd & active & torch.isfinite(e_new) & (actual >= 0) & (pred > 0)
-            ok = ok & rows_finite(g_new, h_new)  # never step onto a point without derivatives
+            ok = ok & rows_finite(g_new, h_new, sync=sync)  # never step where derivatives are not
             rho = torch.where(ok, actual / torch.where(pred > 0, pred, torch.ones_like(pred)), 0.0)
-            y = torch.where(ok.unsqueeze(-1), y_new, y)
-            e = torch.where(ok, e_new, e)
-            g = torch.where(ok.unsqueeze(-1), g_new, g)
-            h = torch.where(ok[:, None, None], h_new, h)
+            if sync and bool(ok.all()):  # every step taken: nothing to select
+                y, e, g, h = y_new, e_new, g_new, h_new
+            else:
+                y = torch.where(ok.unsqueeze(-1), y_new, y)
+                e = torch.where(ok, e_new, e)
+                g = torch.where(ok.unsqueeze(-1), g_new, g)
+                h = torch.where(ok[:, None, None], h_new, h)
             mu = torch.where(ok & (rho > 0.75), mu / 3.0, mu)
             mu = torch.where(ok & (rho < 0.25), mu * 2.0, mu)
             mu = torch.where(active & ~ok, mu * 4.0, mu).clamp(1e-12, 1e12)

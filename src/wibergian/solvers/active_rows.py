@@ -1,0 +1,94 @@
+"""Evaluating only the problems still active (the Newton solver's last iterations).
+
+Problems converge at different iterations: on the dense ridge-logistic workload (``D``,
+B = 1,000, generated, seed 0) 955 problems stop after 4 Newton iterations at n = 8 and 2 need a
+5th, whose full-batch value-gradient-Hessian is then spent on 2 rows. When at most a fraction of
+the ``B`` problems is active, :class:`ActiveRows` evaluates those rows alone: ``y`` and the
+parameters are sliced (a parameter whose first dimension is ``B`` is batched, any other shared:
+the rule of ``multistart.py``), and the stopped rows keep their values, gradients and Hessians
+(their step is zero, so the trial point is the current one).
+
+- An eager energy is evaluated on the active rows when they are at most :data:`EAGER_FRACTION`
+  of the batch (its cost is proportional to the rows).
+- A compiled energy (``compiled.py``) has kernels for one block size; a subset would compile a new
+  one. Its active rows are evaluated by the eager energy when they are at most
+  :data:`COMPILED_FRACTION` of the batch (an eager pass over a few rows costs less than the
+  compiled pass over all of them).
+
+The slicing rule cannot tell a shared parameter whose first dimension happens to be ``B`` from
+a batched one. So the first subset of a solve is checked: the energy of the sliced problems at
+their current points must equal the values the full-batch evaluation gave there (relative
+``sqrt(eps)``). If it does not, or the sliced call raises (a shared matrix sliced to the wrong
+shape), the solve evaluates the whole batch from then on (counted in :data:`COUNTS`
+``["refused"]``); ``COUNTS["evaluated"]`` counts the subset evaluations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..derivatives import energy_value, value_gradient_hessian
+from ..energy import EnergyFn
+
+#: an eager energy is evaluated on the active rows when they are at most this fraction of B
+EAGER_FRACTION = 0.5
+#: a compiled energy's active rows are evaluated eagerly when at most this fraction of B
+COMPILED_FRACTION = 1 / 16
+#: subset evaluations made, and solves whose slicing failed the value check
+COUNTS = {"evaluated": 0, "refused": 0}
+
+
+class ActiveRows:
+    """Value, gradient and Hessian of the active problems only, for one solve.
+
+    Args:
+        energy: the solver's energy (a ``CompiledEnergy`` or a plain one).
+        params: the solve's (detached) parameters.
+        batch: ``B``.
+    """
+
+    def __init__(self, energy: EnergyFn, params: Sequence[Tensor], batch: int) -> None:
+        from ..compiled import CompiledEnergy
+
+        compiled = isinstance(energy, CompiledEnergy)
+        self.energy = energy.energy if compiled else energy
+        self.limit = (COMPILED_FRACTION if compiled else EAGER_FRACTION) * batch
+        self.params = list(params)
+        self.flags = [p.dim() >= 1 and p.shape[0] == batch for p in self.params]
+        self.checked = False
+        self.refused = False
+
+    def wants(self, active: int) -> bool:
+        """Whether ``active`` rows are few enough to be evaluated alone."""
+        return not self.refused and 0 < active <= self.limit
+
+    def _sliced(self, rows: Tensor) -> list[Tensor]:
+        return [p.index_select(0, rows) if f else p
+                for p, f in zip(self.params, self.flags, strict=True)]
+
+    def evaluate(self, rows: Tensor, y_new: Tensor, y: Tensor, e: Tensor, g: Tensor, h: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(E, ∇E, H)`` at ``y_new`` ``(B, n)`` for every problem, computing only ``rows``
+        (the others did not move: their ``e, g, h`` at ``y`` are returned); ``None`` when the
+        slicing fails its check (the caller evaluates the whole batch)."""
+        ps = self._sliced(rows)
+        try:
+            if not self.checked:
+                self.checked = True
+                with torch.no_grad():
+                    got = energy_value(self.energy, y.index_select(0, rows), ps)
+                want = e.index_select(0, rows)
+                tol = torch.finfo(e.dtype).eps ** 0.5 * (1 + want.abs())
+                if not bool(((got - want).abs() <= tol).all()):
+                    raise ValueError("the sliced problems' energies differ")
+            e_s, g_s, h_s = value_gradient_hessian(self.energy, y_new.index_select(0, rows), ps)
+        except Exception:  # noqa: BLE001 - a shared parameter was sliced (shapes or values)
+            self.refused = True
+            COUNTS["refused"] += 1
+            return None
+        COUNTS["evaluated"] += 1
+        return (e.index_copy(0, rows, e_s), g.index_copy(0, rows, g_s),
+                h.index_copy(0, rows, h_s.to(h.dtype)))

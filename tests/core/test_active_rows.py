@@ -1,0 +1,116 @@
+"""The Newton solver evaluates its last few active problems alone (``solvers/active_rows.py``)
+and computes exactly what the full-batch evaluation computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import wibergian
+from wibergian.bench.user import DenseData, logistic_energy
+from wibergian.solvers import active_rows
+
+D = torch.float64
+
+
+def _solve(energy, d, params, compile=False):
+    log_l, mu = (p.clone().requires_grad_(True) for p in params)
+    with wibergian.auto_compile_after(0):
+        y, info = wibergian.argmin(energy, torch.zeros(d.batch, d.n, dtype=D),
+                                   (d.x, d.t, log_l, mu), return_info=True, compile=compile,
+                                   warn=False)
+    ((y - d.y_true) ** 2).sum().backward()
+    return y.detach(), log_l.grad, mu.grad, info
+
+
+def _stragglers(n=8, b=200):
+    """D with a few problems scaled up (sharper, farther minima: they need more iterations)."""
+    d = DenseData(b, n, seed=4)
+    d.x[:3] *= 6.0
+    return d
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_few_active_problems_are_evaluated_alone_with_the_same_result(monkeypatch, compile):
+    d = _stragglers()
+    params = (d.log_lam, d.mu)
+    active_rows.COUNTS.update(evaluated=0, refused=0)
+    monkeypatch.setattr(active_rows, "COMPILED_FRACTION", 0.05)
+    y, gl, gm, info = _solve(logistic_energy, d, params, compile)
+    it = info.iterations
+    assert 0 < int((it > 4).sum()) <= 0.05 * d.batch < int((it == 4).sum())  # stragglers
+    assert active_rows.COUNTS["evaluated"] >= 1 and active_rows.COUNTS["refused"] == 0
+    # the same solve evaluating the whole batch every iteration
+    monkeypatch.setattr(active_rows, "EAGER_FRACTION", 0.0)
+    monkeypatch.setattr(active_rows, "COMPILED_FRACTION", 0.0)
+    y0, gl0, gm0, info0 = _solve(logistic_energy, d, params, compile)
+    assert torch.equal(info.iterations, info0.iterations)
+    if compile:  # eager rows against the compiled kernel's: the same minima to the tolerance
+        assert bool(info.converged.all()) and bool(info0.converged.all())
+        torch.testing.assert_close(y, y0, rtol=0, atol=1e-8)
+        torch.testing.assert_close(gm, gm0, rtol=1e-7, atol=1e-10)
+        torch.testing.assert_close(gl, gl0, rtol=1e-7, atol=1e-10)
+    else:
+        assert torch.equal(y, y0) and torch.equal(gm, gm0) and torch.equal(gl, gl0)
+
+
+def test_a_shared_parameter_with_the_batch_size_is_not_sliced():
+    """``w`` ``(B,)`` is shared (every problem reads ``w.mean()``): slicing it would change the
+    energy, so the check refuses the subset and the solve evaluates whole batches."""
+    d = _stragglers()
+    w = torch.linspace(0.5, 1.5, d.batch, dtype=D)
+
+    def energy(y, x, t, log_l, mu, w):
+        return logistic_energy(y, x, t, log_l, mu) + w.mean() * (y * y).sum(-1)
+
+    def solve(fraction):
+        active_rows.EAGER_FRACTION = fraction
+        mu = d.mu.clone().requires_grad_(True)
+        y, info = wibergian.argmin(energy, torch.zeros(d.batch, d.n, dtype=D),
+                                   (d.x, d.t, d.log_lam, mu, w), return_info=True, compile=False)
+        y.square().sum().backward()
+        return y.detach(), mu.grad, info
+
+    active_rows.COUNTS.update(evaluated=0, refused=0)
+    try:
+        y, g, info = solve(0.5)
+        assert active_rows.COUNTS == {"evaluated": 0, "refused": 1}
+        y0, g0, info0 = solve(0.0)
+    finally:
+        active_rows.EAGER_FRACTION = 0.5
+    assert bool(info.converged.all())
+    assert torch.equal(y, y0) and torch.equal(g, g0)
+    # and the refused slicing would indeed have changed the energy
+    rows = torch.tensor([0, 5])
+    full = energy(y, d.x, d.t, d.log_lam, d.mu, w)[rows]
+    sliced = energy(y[rows], d.x[rows], d.t[rows], d.log_lam, d.mu, w[rows])
+    assert not torch.allclose(full, sliced)
+
+
+def test_a_shared_matrix_sliced_to_the_wrong_shape_is_refused_not_raised():
+    """B = n = 3 and a shared ``(n, n)`` matrix: the rule would slice it (first dimension B) and
+    the sliced call raises; the solve goes on with whole batches, as without subsets."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 3, generator=g, dtype=D)
+    q = q @ q.T + torch.eye(3, dtype=D)
+
+    def energy(y, q, c):
+        return 0.25 * ((y @ q) * y).sum(-1) ** 2 + (c * y).sum(-1)
+
+    c = torch.tensor([[1.0, 0.0, 0.0], [40.0, -30.0, 20.0], [0.5, 0.5, 0.5]], dtype=D)
+    out = []
+    for fraction in (0.5, 0.0):
+        active_rows.EAGER_FRACTION = fraction
+        active_rows.COUNTS.update(evaluated=0, refused=0)
+        cg = c.clone().requires_grad_(True)
+        try:
+            y, info = wibergian.argmin(energy, torch.zeros(3, 3, dtype=D), (q, cg),
+                                       return_info=True)
+        finally:
+            active_rows.EAGER_FRACTION = 0.5
+        y.square().sum().backward()
+        out.append((y.detach(), cg.grad, dict(active_rows.COUNTS), info.iterations))
+    (y, gc, counts, it), (y0, gc0, counts0, it0) = out
+    assert int(it.min()) < int(it.max())  # problems stop at different iterations
+    assert counts == {"evaluated": 0, "refused": 1} and counts0["refused"] == 0
+    assert torch.equal(y, y0) and torch.equal(gc, gc0)
