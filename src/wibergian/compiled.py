@@ -72,12 +72,9 @@ from torch import Tensor
 
 from .energy import EnergyFn
 from .errors import CompileFallbackWarning, warn  # the warning's old path still imports
-from .fold import fold_expanded_bmm
-from .index_consts import store_identities
-from .matvec import lower_matvec
-from .reciprocal import hoist_reciprocals
+from .matvec import lower_matvec  # noqa: F401 - trace_passes calls it through here
 from .retrace import RETRACES, Retracing, close  # noqa: F401 - RETRACES: counted here too
-from .simplify import simplify_graph
+from .trace_passes import trace_graph
 
 MAX_ROWS = 4096
 #: ``value_gradient_hessian`` of a plain energy is traced by ``torch.func`` (forward-over-reverse,
@@ -304,49 +301,8 @@ class CompiledEnergy(Retracing):
         return torch.cat(outs)
 
     def _trace(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
-        """:meth:`_trace_simplified`, then ``matvec.py``, ``index_consts.py``, ``reciprocal.py``."""
-        graph = self._trace_simplified(fn, yb, pb)
-        if LOWER_MATVEC:
-            try:
-                lower_matvec(graph)
-            except Exception:  # noqa: BLE001 - the graph as traced and simplified (counted)
-                MATVEC_FALLBACKS["count"] += 1
-                graph = self._trace_simplified(fn, yb, pb)
-        store_identities(graph)
-        hoist_reciprocals(graph)
-        return graph
-
-    def _trace_simplified(self, fn: Callable[..., Any], yb: Tensor, pb: list[Tensor]) -> Any:
-        """``make_fx`` graph of ``fn`` (fake tensors); for the ``torch.func`` route and the
-        candidates ``vmap``'s copies folded away (``fold.py``), the former then simplified
-        (``simplify.py``) and replaced by the reverse route if ``torch.func`` refuses it."""
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        if fn == self._vgh_func:
-            try:
-                graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
-            except Exception:  # noqa: BLE001 - not functorch-compatible: the reverse route
-                fn = self._vgh
-            else:
-                fold_expanded_bmm(graph)
-                if SIMPLIFY_GRAPH:
-                    try:
-                        simplify_graph(graph)
-                    except Exception:  # noqa: BLE001 - the folded graph, unsimplified (counted)
-                        SIMPLIFY_FALLBACKS["count"] += 1
-                        graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
-                        fold_expanded_bmm(graph)
-                return graph
-        graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
-        if fn == self._candidates:  # vmap's C copies of an unbatched matrix, folded too
-            fold_expanded_bmm(graph)
-        if fn == self._vgh and SIMPLIFY_REVERSE:
-            try:
-                simplify_graph(graph)
-            except Exception:  # noqa: BLE001 - the graph as traced (counted)
-                SIMPLIFY_FALLBACKS["count"] += 1
-                graph = make_fx(fn, tracing_mode="fake")(yb, *pb)
-        return graph
+        """The graph compiled for ``fn`` at a block ``(yb, pb)``: ``trace_passes.py``."""
+        return trace_graph(self, fn, yb, pb)
 
     def _build(self, key: tuple[Any, ...], fn: Callable[..., Any], yb: Tensor,
                pb: list[Tensor]) -> Callable[..., Any] | None:
