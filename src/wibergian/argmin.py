@@ -29,7 +29,7 @@ from .errors import FallbackWarning, NonConvergenceWarning
 from .function import attach_derivatives, autodiff_entry
 from .info import ArgminInfo, forward_warnings
 from .linsolve import REGULARISERS, HessianFactor, cg_solve, choose_backend, dense_solve
-from .refine import NearbyFactor
+from .refine import nearby_factor
 from .solvers import LBFGS, BlackBox, NewtonCG, NewtonTrustRegion, QuadraticSolve, best_candidate
 from .solvers.auto import choose_solver
 from .solvers.base import Solver
@@ -283,7 +283,7 @@ def argmin(
             factor = None  # the Hessian moved with y
         if (adjoint == "implicit" and step_factor is not None and h_in is not None
                 and h_point is not None and step_factor is not factor):
-            nearby = NearbyFactor(step_factor, h_in)  # y* is a step from it (refine.py)
+            nearby = nearby_factor(step_factor, h_in, h_point, damping)  # refine.py
     with torch.no_grad():
         ps = [p.detach() for p in params]
         if g is None or e is None:  # else the solver's own (or the final step's), at y*

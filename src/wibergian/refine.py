@@ -45,11 +45,24 @@ RESIDUAL = 1e-13
 
 @dataclass
 class NearbyFactor:
-    """The final step's factor ``factor`` of ``hessian + λI`` at the solver's point (``psd``:
-    the problems whose ``hessian`` was certified positive semi-definite)."""
+    """The final step's factor ``factor`` of ``H(y₀) + λI`` at the solver's point (its ``psd``:
+    the problems whose ``H(y₀)`` was certified positive semi-definite) and ``close`` ``(B,)``:
+    where ``||H(y*) - H(y₀)||_F ≤ sqrt(eps)·λ`` (measured by :func:`nearby_factor` in the
+    forward, so ``H(y₀)`` itself is not kept for the backward)."""
 
     factor: HessianFactor
-    hessian: Tensor
+    close: Tensor
+
+
+def nearby_factor(factor: HessianFactor, h_pre: Tensor, h_star: Tensor, damping: float
+                  ) -> NearbyFactor | None:
+    """The :class:`NearbyFactor` for a backward at ``y*`` (``None`` where refinement cannot
+    apply: no damping, another shift, no certificate, other shapes)."""
+    if (damping <= 0 or factor.shift != damping or factor.psd is None
+            or factor.chol.shape != h_star.shape or h_pre.shape != h_star.shape):
+        return None
+    margin = torch.finfo(h_star.dtype).eps ** 0.5 * damping
+    return NearbyFactor(factor, torch.linalg.matrix_norm(h_star - h_pre) <= margin)
 
 
 def refined_solve(near: NearbyFactor, h: Tensor, rhs: Tensor, damping: float,
@@ -59,10 +72,9 @@ def refined_solve(near: NearbyFactor, h: Tensor, rhs: Tensor, damping: float,
     doc); ``None`` when it applies nowhere. ``psd_known``: ``H`` itself certified (by row)."""
     f = near.factor
     if (damping <= 0 or f.shift != damping or f.psd is None or f.chol.shape != h.shape
-            or near.hessian.shape != h.shape):
+            or near.close.shape != h.shape[:1]):
         return None
-    eps = torch.finfo(h.dtype).eps
-    close = f.ok & (torch.linalg.matrix_norm(h - near.hessian) <= eps ** 0.5 * damping)
+    close = f.ok & near.close
     known = psd_known if isinstance(psd_known, Tensor) else torch.full_like(f.ok, psd_known)
     carried = close & (f.psd | known)
     # the rest are certified at y* itself (a Cholesky of H - τI over those rows only): then only

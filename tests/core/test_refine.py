@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from wibergian.linsolve import dense_solve
-from wibergian.refine import NearbyFactor, refined_solve
+from wibergian.refine import NearbyFactor, nearby_factor, refined_solve
 
 D = torch.float64
 LAM = 0.1
@@ -21,7 +21,7 @@ def _pair(b=12, n=5, seed=0, move=1e-12):
     h = h0 + move * (s + s.mT)
     rhs = torch.randn(b, n, generator=g, dtype=D)
     _, st = dense_solve(h0, rhs, LAM, keep_factor=True)
-    return h0, h, rhs, NearbyFactor(st.factor, h0)
+    return h0, h, rhs, nearby_factor(st.factor, h0, h, LAM)
 
 
 def test_refined_solve_equals_the_direct_solve_and_factors_nothing_new():
@@ -71,5 +71,6 @@ def test_no_refinement_without_damping_or_certificate():
     h0, h, rhs, near = _pair()
     assert refined_solve(near, h, rhs, 0.0) is None
     f = near.factor
-    blind = NearbyFactor(type(f)(f.chol, f.ok, shift=f.shift, psd=None), h0)
+    blind = NearbyFactor(type(f)(f.chol, f.ok, shift=f.shift, psd=None), near.close)
     assert refined_solve(blind, h, rhs, LAM) is None
+    assert nearby_factor(f, h0, h, 0.0) is None and nearby_factor(blind.factor, h0, h, LAM) is None
