@@ -275,7 +275,10 @@ def argmin(
         want_h = (needs_graph and backend == "dense" and adjoint == "implicit"
                   and not (factor is not None and factor.constant
                            and factor.solves(damping, regulariser)))
-        keep = needs_graph and backend == "dense"
+        # the final step's factor serves the backward: newton_step's own matrix, or the one
+        # the implicit solve at y* refines from (ridge with λ > 0 only: refine.py)
+        keep = needs_graph and backend == "dense" and (
+            adjoint == "newton_step" or (regulariser == "ridge" and damping > 0))
         y_star, accepted, fwd_fb, e, g, h_out, h_in, step_factor = _final_step(
             energy, y_pre, params, damping, regulariser, backend, factor, result, want_h, keep)
         h_point = h_in if adjoint == "newton_step" else h_out

@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, fx
 
+from .matvec import _val  # a node's traced value (the same helper as the matvec pass)
+
 aten = torch.ops.aten
 #: the pass runs (``False``: graphs keep their divisions; for benchmarks)
 ENABLED = True
@@ -46,11 +48,6 @@ def reciprocal(d: Tensor) -> Tensor:
 @reciprocal.register_fake
 def _reciprocal_fake(d: Tensor) -> Tensor:
     return torch.empty_like(d)
-
-
-def _val(x: object) -> Tensor | None:
-    v = x.meta.get("val") if isinstance(x, fx.Node) else None
-    return v if isinstance(v, Tensor) else None
 
 
 def hoist_reciprocals(gm: fx.GraphModule) -> int:
