@@ -55,47 +55,49 @@ _COMMON = r"""
 #include <cstdint>
 #include <limits>
 #include <vector>
-// lower triangle of W matrices, lanes innermost: element (i, j), lane l at ((i(i+1)/2 + j) W + l)
+// W lanes (matrices) of T in one vector: the compiler maps it to the machine's SIMD registers
+typedef T V __attribute__((vector_size(W * sizeof(T))));
+// lower triangle of W matrices, lanes innermost: element (i, j) of lane l at tri(i, j) * W + l
 static inline int64_t tri(int64_t i, int64_t j) { return i * (i + 1) / 2 + j; }
 """
 
 _FACTOR = r"""
 extern "C" void kernel(const T* h, const T* shift, T* out, bool* ok, int64_t B, int64_t n,
                        int64_t sstride, int64_t ob, int64_t orow, int64_t ocol) {
-    std::vector<T> buf(tri(n, 0) * W + n * W), invbuf(n * W);
-    T* a = buf.data();
-    T* inv = invbuf.data();
+    std::vector<V> buf(tri(n, 0)), invbuf(n);
+    V* a = buf.data();
+    V* inv = invbuf.data();
+    T* af = reinterpret_cast<T*>(a);
     const T inf = std::numeric_limits<T>::infinity();
     const T tiny = std::numeric_limits<T>::min();
     for (int64_t b0 = 0; b0 < B; b0 += W) {
         const int64_t cnt = (B - b0 < W) ? (B - b0) : W;
-        for (int64_t i = 0; i < n; ++i)
-            for (int64_t j = 0; j <= i; ++j) {
-                T* dst = a + tri(i, j) * W;
-                for (int l = 0; l < W; ++l)
-                    dst[l] = (l < cnt) ? h[(b0 + l) * n * n + i * n + j] : T(i == j);
-                if (i == j)
-                    for (int l = 0; l < cnt; ++l) dst[l] += shift[(b0 + l) * sstride];
-            }
+        for (int64_t l = 0; l < W; ++l) {  // lanes past the batch: identity matrices
+            const T* hb = h + (b0 + (l < cnt ? l : 0)) * n * n;
+            for (int64_t i = 0; i < n; ++i)
+                for (int64_t j = 0; j <= i; ++j)
+                    af[tri(i, j) * W + l] = (l < cnt) ? hb[i * n + j] : T(i == j);
+            if (l < cnt)
+                for (int64_t i = 0; i < n; ++i) af[tri(i, i) * W + l] += shift[(b0 + l) * sstride];
+        }
         bool good[W];
         for (int l = 0; l < W; ++l) good[l] = true;
         for (int64_t i = 0; i < n; ++i) {
-            T* ri = a + tri(i, 0) * W;
+            V* ri = a + tri(i, 0);
             for (int64_t j = 0; j <= i; ++j) {
-                const T* rj = a + tri(j, 0) * W;
-                T s[W];
-                for (int l = 0; l < W; ++l) s[l] = ri[j * W + l];
-                for (int64_t k = 0; k < j; ++k)
-                    for (int l = 0; l < W; ++l) s[l] -= ri[k * W + l] * rj[k * W + l];
-                if (i == j) {
+                const V* rj = a + tri(j, 0);
+                V s = ri[j];
+                for (int64_t k = 0; k < j; ++k) s -= ri[k] * rj[k];
+                if (i == j) {  // the pivot: positive and finite, else the matrix failed
+                    V d;
                     for (int l = 0; l < W; ++l) {
                         good[l] = good[l] && (s[l] > T(0)) && (s[l] < inf);
-                        const T d = std::sqrt(s[l] > tiny ? s[l] : tiny);
-                        ri[i * W + l] = d;
-                        inv[i * W + l] = T(1) / d;
+                        d[l] = std::sqrt(s[l] > tiny ? s[l] : tiny);
                     }
+                    ri[i] = d;
+                    inv[i] = T(1) / d;
                 } else {
-                    for (int l = 0; l < W; ++l) ri[j * W + l] = s[l] * inv[j * W + l];
+                    ri[j] = s * inv[j];
                 }
             }
         }
@@ -103,7 +105,7 @@ extern "C" void kernel(const T* h, const T* shift, T* out, bool* ok, int64_t B, 
             T* o = out + (b0 + l) * ob;
             for (int64_t i = 0; i < n; ++i)
                 for (int64_t j = 0; j < n; ++j)
-                    o[i * orow + j * ocol] = (j <= i) ? a[tri(i, j) * W + l] : T(0);
+                    o[i * orow + j * ocol] = (j <= i) ? af[tri(i, j) * W + l] : T(0);
             ok[b0 + l] = good[l];
         }
     }
@@ -113,39 +115,36 @@ extern "C" void kernel(const T* h, const T* shift, T* out, bool* ok, int64_t B, 
 _SOLVE = r"""
 extern "C" void kernel(const T* chol, const T* g, T* x, int64_t B, int64_t n, int64_t cb,
                        int64_t crow, int64_t ccol) {
-    std::vector<T> buf(tri(n, 0) * W + n * W), zbuf(n * W), invbuf(n * W);
-    T* a = buf.data();
-    T* z = zbuf.data();
-    T* inv = invbuf.data();
+    std::vector<V> buf(tri(n, 0)), zbuf(n), invbuf(n);
+    V* a = buf.data();
+    V* z = zbuf.data();
+    V* inv = invbuf.data();
+    T* af = reinterpret_cast<T*>(a);
+    T* zf = reinterpret_cast<T*>(z);
     for (int64_t b0 = 0; b0 < B; b0 += W) {
         const int64_t cnt = (B - b0 < W) ? (B - b0) : W;
-        for (int64_t i = 0; i < n; ++i) {
-            for (int64_t j = 0; j <= i; ++j)
-                for (int l = 0; l < W; ++l)
-                    a[tri(i, j) * W + l] = (l < cnt) ? chol[(b0 + l) * cb + i * crow + j * ccol]
-                                                     : T(i == j);
-            for (int l = 0; l < W; ++l) {
-                z[i * W + l] = (l < cnt) ? g[(b0 + l) * n + i] : T(0);
-                inv[i * W + l] = T(1) / a[tri(i, i) * W + l];
+        for (int64_t l = 0; l < W; ++l) {
+            const T* cl = chol + (b0 + (l < cnt ? l : 0)) * cb;
+            const T* gl = g + (b0 + (l < cnt ? l : 0)) * n;
+            for (int64_t i = 0; i < n; ++i) {
+                for (int64_t j = 0; j <= i; ++j)
+                    af[tri(i, j) * W + l] = (l < cnt) ? cl[i * crow + j * ccol] : T(i == j);
+                zf[i * W + l] = (l < cnt) ? gl[i] : T(0);
             }
         }
+        for (int64_t i = 0; i < n; ++i) inv[i] = T(1) / a[tri(i, i)];
         for (int64_t i = 0; i < n; ++i) {  // L z = g
-            const T* ri = a + tri(i, 0) * W;
-            T s[W];
-            for (int l = 0; l < W; ++l) s[l] = z[i * W + l];
-            for (int64_t k = 0; k < i; ++k)
-                for (int l = 0; l < W; ++l) s[l] -= ri[k * W + l] * z[k * W + l];
-            for (int l = 0; l < W; ++l) z[i * W + l] = s[l] * inv[i * W + l];
+            V s = z[i];
+            for (int64_t k = 0; k < i; ++k) s -= a[tri(i, k)] * z[k];
+            z[i] = s * inv[i];
         }
         for (int64_t i = n - 1; i >= 0; --i) {  // Lᵀ x = z
-            T s[W];
-            for (int l = 0; l < W; ++l) s[l] = z[i * W + l];
-            for (int64_t k = i + 1; k < n; ++k)
-                for (int l = 0; l < W; ++l) s[l] -= a[tri(k, i) * W + l] * z[k * W + l];
-            for (int l = 0; l < W; ++l) z[i * W + l] = s[l] * inv[i * W + l];
+            V s = z[i];
+            for (int64_t k = i + 1; k < n; ++k) s -= a[tri(k, i)] * z[k];
+            z[i] = s * inv[i];
         }
         for (int64_t l = 0; l < cnt; ++l)
-            for (int64_t i = 0; i < n; ++i) x[(b0 + l) * n + i] = z[i * W + l];
+            for (int64_t i = 0; i < n; ++i) x[(b0 + l) * n + i] = zf[i * W + l];
     }
 }
 """
@@ -155,7 +154,7 @@ def _build(kind: str, dtype: torch.dtype) -> Any:
     from torch._inductor.codecache import CppPythonBindingsCodeCache
 
     t = _CTYPE[dtype]
-    head = f"{_COMMON}\ntypedef {t} T;\nstatic constexpr int W = {_LANES[dtype]};\n"
+    head = f"typedef {t} T;\nstatic constexpr int W = {_LANES[dtype]};\n{_COMMON}"
     if kind == "factor":
         types = [f"const {t}*", f"const {t}*", f"{t}*", "bool*", *["int64_t"] * 6]
         return CppPythonBindingsCodeCache.load_pybinding(types, head + _FACTOR)

@@ -4,9 +4,9 @@
 B = 10,000-20,000): closed forms on ``(B,)`` vectors for ``n ≤ 2``; on the CPU for ``3 ≤ n ≤ 40``
 the batch-vectorised kernels of ``batch_cholesky.py`` (2-3x faster than LAPACK at B = 1,000);
 elsewhere LAPACK, with ``cholesky_solve`` up to ``n = 24`` and two triangular solves above.
-``shifted_cholesky`` factors ``H + σI`` in one owned buffer (every shifted factorisation of the library goes through it). ``HessianFactor`` is
-how a forward solver hands its factorisation to the final step and the adjoint
-(``linsolve.dense_solve``).
+``shifted_cholesky`` factors ``H + σI`` in one owned buffer (every shifted factorisation of the
+library goes through it). ``HessianFactor`` is how a forward solver hands its factorisation to
+the final step and the adjoint (``linsolve.dense_solve``).
 """
 
 from __future__ import annotations
