@@ -34,8 +34,12 @@ and the largest difference of each factor from LAPACK's.
 so in the compiled steady state of ``compile="auto"``), the kernels on and off in the same
 process on the same energy (one compiled energy: only the factorisations differ), interleaved
 rounds; prints wall and CPU seconds, the median and 10-90 % range of the paired ratios
-kernel/LAPACK, and how far ``y*``, the parameter gradients and the iterations differ. Not a
-test: speeds are measured here, never asserted.
+kernel/LAPACK, and how far the loss and the parameter gradients differ. With ``--optimistix``
+(JAX, jaxopt and optimistix installed) the bench's Optimistix anchor on the same data
+(``bench.methods_jax.dense_methods``: jit, ``root_find`` Newton, ``ImplicitAdjoint``; set
+``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`` as the bench
+CLI does) is timed in the same rounds, forward and backward apart, and the paired ratio
+ours (kernel) / Optimistix is printed. Not a test: speeds are measured here, never asserted.
 """
 
 from __future__ import annotations
@@ -166,13 +170,24 @@ def kernels(ns: list[int], batches: list[int], rounds: int, unrolled_max_n: int)
             print(f"B={b:6d} n={n:3d}  {row}", flush=True)
 
 
-def whole(ns: list[int], rounds: int) -> None:
-    from wibergian.bench.user import DenseData, DenseUser
+def whole(ns: list[int], rounds: int, optimistix: bool = False) -> None:
+    from wibergian.bench.user import D_TOL, DenseData, DenseUser
 
     print(f"D workload (ridge-logistic, generated, seed 0), B = 1000, M = 64, float64, one "
           f"thread, compile=True, forward + backward; {rounds} paired interleaved rounds")
     for n in ns:
-        user = DenseUser(DenseData(1000, n), compile=True)
+        data = DenseData(1000, n)
+        user = DenseUser(data, compile=True)
+        anchor = None
+        if optimistix:
+            import jax
+
+            jax.config.update("jax_enable_x64", True)
+            from wibergian.bench.methods_jax import dense_methods
+
+            anchor = next(m for m in dense_methods(data.numpy(), D_TOL)
+                          if m.info.name == "optimistix Newton")
+            anchor.prepare()
 
         def call(enabled: bool, user=user) -> tuple[torch.Tensor, list[torch.Tensor], object]:
             batch_cholesky.ENABLED = enabled
@@ -193,18 +208,32 @@ def whole(ns: list[int], rounds: int) -> None:
                  for a, b in zip(gn, go, strict=True))
         wall: dict[bool, list[float]] = {False: [], True: []}
         cpu: dict[bool, list[float]] = {False: [], True: []}
+        ox: dict[str, list[float]] = {"forward": [], "backward": []}
         for r in range(rounds):
             for en in ((False, True) if r % 2 == 0 else (True, False)):
                 w0, c0 = time.perf_counter(), time.process_time()
                 call(en)
                 wall[en].append(time.perf_counter() - w0)
                 cpu[en].append(time.process_time() - c0)
+            if anchor is not None:
+                w0 = time.perf_counter()
+                ctx = anchor.forward()
+                w1 = time.perf_counter()
+                anchor.backward(ctx)
+                ox["forward"].append(w1 - w0)
+                ox["backward"].append(time.perf_counter() - w1)
         med = {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in wall}
         print(f"n={n:3d}  wall {med[False][0]:.4f} -> {med[True][0]:.4f} s, kernel/lapack "
               f"{_ratio_range(wall[True], wall[False])}; cpu {med[False][1]:.4f} -> "
               f"{med[True][1]:.4f} s, {_ratio_range(cpu[True], cpu[False])}; loss rel diff "
               f"{abs(float(ln - lo)) / abs(float(lo)):.1e}, gradients rel diff {dg:.1e}",
               flush=True)
+        if anchor is not None:
+            tot = [a + b for a, b in zip(ox["forward"], ox["backward"], strict=True)]
+            print(f"       optimistix forward {statistics.median(ox['forward']):.4f} + backward "
+                  f"{statistics.median(ox['backward']):.4f} s; ours (kernel) / optimistix "
+                  f"{_ratio_range(wall[True], tot)}, ours (lapack) / optimistix "
+                  f"{_ratio_range(wall[False], tot)} (wall)", flush=True)
 
 
 def main() -> None:
@@ -214,12 +243,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None, help="default 9; --whole 24")
     ap.add_argument("--unrolled-max-n", type=int, default=8)
     ap.add_argument("--whole", action="store_true", help="time whole argmin calls instead")
+    ap.add_argument("--optimistix", action="store_true",
+                    help="with --whole: time the Optimistix anchor in the same rounds")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if batch_cholesky._kernel("factor", torch.float64) is None:
         raise SystemExit("the kernels could not be built here (no C++ toolchain)")
     if args.whole:
-        whole([int(x) for x in (args.ns or "2,8,32").split(",")], args.rounds or 24)
+        whole([int(x) for x in (args.ns or "2,8,32").split(",")], args.rounds or 24,
+              args.optimistix)
     else:
         kernels([int(x) for x in (args.ns or "2,4,8,16,24,32,40").split(",")],
                 [int(x) for x in args.batches.split(",")], args.rounds or 9, args.unrolled_max_n)
