@@ -78,6 +78,8 @@ def negative_curvature_lanczos(
     mask: Tensor,
     steps: int = 20,
     seed: int = 0,
+    rows: Tensor | None = None,
+    total: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, int]:
     """Lanczos probe of ``λ_min(H)`` for the problems in ``mask`` ``(B,)``.
 
@@ -87,6 +89,9 @@ def negative_curvature_lanczos(
         mask: problems to probe.
         steps: Lanczos steps ``k`` (capped at ``n``).
         seed: seed of the random start vectors.
+        rows, total: when the ``B`` problems are rows ``rows`` ``(B,)`` of a batch of ``total``
+            (a solver's sub-batch), each takes the start vector it has in that batch, so a
+            problem's probe does not depend on which others are solved with it.
 
     Returns:
         ``(negative, direction, curvature, products)``: as :func:`negative_curvature_dense`,
@@ -102,7 +107,11 @@ def negative_curvature_lanczos(
         return neg, direction, curvature, 0
     k = max(1, min(steps, n))
     gen = torch.Generator(device=dev).manual_seed(seed)
-    q = torch.randn(b, n, generator=gen, dtype=dt, device=dev) * mask[:, None]
+    if rows is None:
+        q = torch.randn(b, n, generator=gen, dtype=dt, device=dev)
+    else:
+        q = torch.randn(int(total or b), n, generator=gen, dtype=dt, device=dev)[rows]
+    q = q * mask[:, None]
     q = q / q.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(dt).tiny)
     basis = torch.zeros(b, k, n, dtype=dt, device=dev)
     alpha = torch.zeros(b, k, dtype=dt, device=dev)
