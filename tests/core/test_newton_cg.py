@@ -123,6 +123,36 @@ def test_lanczos_probe_finds_the_negative_eigenvalue_and_its_vector():
     assert abs(float(u[0] @ q[:, 17])) > 1 - 1e-6
 
 
+def test_lanczos_probe_decomposes_only_the_tridiagonals_its_pivots_flag(monkeypatch):
+    """The probe's inertia test (LDLᵀ pivots of ``T + τI``) sends only problems with a Ritz value
+    below ``-τ`` to ``eigh``; its verdicts equal the smallest eigenvalue of each Lanczos
+    tridiagonal, computed here for every problem, including a breakdown (a 3-dimensional
+    Krylov space) and a problem outside the mask."""
+    n, b = 30, 8
+    gen = torch.Generator().manual_seed(5)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=DT))
+    spectra = torch.linspace(0.5, 3.0, n, dtype=DT).repeat(b, 1)
+    spectra[1, 4], spectra[4, 0], spectra[6, 9] = -0.2, -1e-3, -5.0
+    spectra[5] = torch.tensor([1.0, 2.0, 3.0], dtype=DT).repeat(10)  # 3 distinct: breakdown
+    hb = q @ torch.diag_embed(spectra) @ q.T
+
+    def hvp(v):
+        return (hb @ v.unsqueeze(-1)).squeeze(-1)
+
+    seen = []
+    eigh = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda t: seen.append(t.shape[0]) or eigh(t))
+    mask = torch.ones(b, dtype=torch.bool)
+    mask[6] = False
+    neg, u, curv, _ = negative_curvature_lanczos(hvp, torch.zeros(b, n, dtype=DT), mask)
+    assert neg.tolist() == [False, True, False, False, True, False, False, False]
+    assert seen == [2]  # the two flagged problems only
+    for i in (1, 4):
+        assert abs(float(curv[i]) - float(spectra[i].min())) < 1e-6
+        assert float(u[i] @ hb[i] @ u[i]) < 0
+    assert bool((curv[~neg] == 0).all()) and bool((u[~neg] == 0).all())
+
+
 @pytest.mark.parametrize("solver", ["newton", "newton_cg"])
 def test_started_exactly_at_a_saddle_the_solver_reaches_a_minimum(solver):
     y0 = torch.zeros(3, 2, dtype=DT)
