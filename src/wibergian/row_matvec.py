@@ -20,7 +20,8 @@ additions may change). It is a ``TorchDispatchMode`` (below autograd: a graph re
 records the original operation), used for the Hessian-vector products
 (``derivatives.hvp_operator``, ``adjoint.py``'s matrix-free solve),
 ``derivatives.gradient_graph`` and the backward's mixed term, never while ``torch.func``
-transforms or ``torch.compile`` tracing are active (it is then plain ``torch.autograd.grad``).
+transforms, ``torch.compile`` or another dispatch mode (``make_fx`` tracing a compiled kernel,
+fake tensors) are active: it is then plain ``torch.autograd.grad``.
 If an operation fails under it, the call is repeated without it and the rewrite is switched off
 for the process (counted in :data:`COUNTS` ``["failed"]``).
 """
@@ -30,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 
 #: switch for the rewrite (False: :func:`autograd_grad` is ``torch.autograd.grad``)
 ENABLED = True
@@ -63,8 +64,8 @@ class _RowMatvec(TorchDispatchMode):
 def _usable() -> bool:
     if not ENABLED:
         return False
-    if torch.compiler.is_compiling():
-        return False
+    if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+        return False  # compiling, or tracing (make_fx, fake tensors): record what was written
     return torch._C._functorch.peek_interpreter_stack() is None
 
 

@@ -92,3 +92,23 @@ def test_a_failure_under_the_mode_repeats_the_call_without_it(monkeypatch):
                           solver="newton_cg", linear_solver="cg", compile=False, warn=False)
     y0.sum().backward()
     assert torch.equal(y, y0) and torch.equal(lam.grad, lam0.grad)
+
+
+def test_a_traced_graph_records_the_product_as_written():
+    """Under ``make_fx`` (how ``compile=True`` traces its kernels) the mode stays off, so the
+    graph holds the original ``bmm`` and no rewrite is counted."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    x = torch.randn(4, 64, 48, dtype=D)
+    w = torch.randn(4, 64, 1, dtype=D)
+
+    def f(y):
+        with torch.enable_grad():
+            yv = y.detach().requires_grad_(True)
+            z = (x @ yv.unsqueeze(-1)).squeeze(-1)
+            return row_matvec.autograd_grad((z * w.squeeze(-1)).sum(), yv)[0]
+
+    graph = make_fx(f)(torch.zeros(4, 48, dtype=D))
+    assert row_matvec.COUNTS["rewritten"] == 0
+    torch.testing.assert_close(graph(torch.zeros(4, 48, dtype=D)), f(torch.zeros(4, 48, dtype=D)))
+    assert row_matvec.COUNTS["rewritten"] == 1  # the eager call itself
