@@ -67,6 +67,7 @@ from .energy import closed_hessian
 from .errors import NonFiniteDerivativeError
 from .linsolve import SolveStats, cap_to_bound, cg_solve, dense_solve
 from .refine import refined_solve
+from .row_matvec import autograd_grad
 
 __all__ = ["AdjointSpec", "jvp", "vjp"]
 
@@ -122,7 +123,7 @@ def _regularised_solve(
     def hvp(v: Tensor) -> Tensor:
         if not g.requires_grad:
             return torch.zeros_like(v)
-        (hv,) = torch.autograd.grad(g, yv, grad_outputs=v, retain_graph=True, allow_unused=True)
+        (hv,) = autograd_grad(g, yv, grad_outputs=v, retain_graph=True, allow_unused=True)
         return torch.zeros_like(v) if hv is None else hv
 
     return cg_solve(hvp, rhs, spec.damping, tol=spec.cg_tol, max_iter=spec.cg_max_iter)
@@ -160,7 +161,7 @@ def vjp(
             hd = torch.autograd.grad(g, yv, grad_outputs=d.detach(), create_graph=True)[0]
             s = (g * u).sum() - (hd * u).sum()
         if not kernel:
-            grads = (torch.autograd.grad(s, targets, allow_unused=True)
+            grads = (autograd_grad(s, targets, allow_unused=True)
                      if targets and s.requires_grad else [None] * len(targets))
     for q, gq in zip(targets, grads, strict=True):
         if gq is not None and bool(ours.all()) and not bool(torch.isfinite(gq).all()):

@@ -36,6 +36,13 @@ from .solvers.base import Solver
 
 __all__ = ["ArgminInfo", "FallbackWarning", "NonConvergenceWarning", "argmin"]
 
+#: relative residual at which the matrix-free final step's CG stops (implicit adjoint). The exact
+#: damped step leaves the gradient ``λ(H + λI)⁻¹∇E``, at least ``λ/(||H|| + λ)`` of it; a CG
+#: residual of ``1e-6·||∇E||`` is below that while ``||H|| < 1e5·λ``, and it moves ``y*`` by at
+#: most ``1e-6·||∇E||/λ`` (about 1e-13 after a solver converged to 1e-8). ``adjoint=
+#: "newton_step"``, which differentiates the step as computed, solves it to 1e-10.
+FINAL_STEP_CG_TOL = 1e-6
+
 
 def _solver_from(solver: str | Solver, max_iter: int | None, tol: float | None,
                  n: int = 0) -> Solver:
@@ -77,6 +84,7 @@ def _final_step(
     result: Any = None,
     want_hessian: bool = False,
     keep_factor: bool = False,
+    cg_tol: float = 1e-10,
 ) -> tuple[Tensor, Tensor, int, Tensor, Tensor, Tensor | None, Tensor | None,
            HessianFactor | None]:
     """One damped Newton step ``y - (H + λI)^-1 ∇E`` where it does not raise the energy.
@@ -115,7 +123,7 @@ def _final_step(
             kept = stats.factor
         else:
             g, hvp = hvp_operator(energy, y, ps)
-            d, stats = cg_solve(hvp, g, damping)
+            d, stats = cg_solve(hvp, g, damping, tol=cg_tol)
         y_new = y - d
         if e_old is None or e_old.shape != y.shape[:1]:
             e_old = energy_value(energy, y, ps)
@@ -182,7 +190,7 @@ def argmin(
         linear_solver: ``"dense"`` (Cholesky), ``"cg"`` (matrix-free) or ``"auto"`` (dense for
             ``n ≤ 64``).
         final_step: take one damped Newton step after the solver (kept where it does not raise
-            the energy).
+            the energy; matrix-free, its CG stops at :data:`FINAL_STEP_CG_TOL`).
         adjoint: ``"implicit"`` (the damped implicit gradient at ``y*``) or ``"newton_step"``
             (differentiate the final step exactly, drift term included; needs ``final_step``).
         candidates: ``(B, C, n)`` multi-start candidates: start from the lowest-energy one
@@ -280,7 +288,8 @@ def argmin(
         keep = needs_graph and backend == "dense" and (
             adjoint == "newton_step" or (regulariser == "ridge" and damping > 0))
         y_star, accepted, fwd_fb, e, g, h_out, h_in, step_factor = _final_step(
-            energy, y_pre, params, damping, regulariser, backend, factor, result, want_h, keep)
+            energy, y_pre, params, damping, regulariser, backend, factor, result, want_h, keep,
+            FINAL_STEP_CG_TOL if adjoint == "implicit" else 1e-10)
         h_point = h_in if adjoint == "newton_step" else h_out
         if factor is not None and not factor.constant and bool(accepted.any()):
             factor = None  # the Hessian moved with y

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .energy import EnergyFn, closed_gradient, closed_hessian
+from .row_matvec import autograd_grad
 
 #: ``"auto"`` | ``"reverse"`` | ``"func"``: how :func:`value_gradient_hessian` builds the dense
 #: Hessian of an energy without declared derivatives
@@ -87,7 +88,7 @@ def gradient_graph(energy: EnergyFn, y: Tensor, params: Sequence[Tensor]) -> tup
             g = closed(yv, *params)
         else:
             e = energy_value(energy, yv, params)
-            (g,) = torch.autograd.grad(e.sum(), yv, create_graph=True)
+            (g,) = autograd_grad(e.sum(), yv, create_graph=True)
     return yv, g
 
 
@@ -279,7 +280,7 @@ def hvp_operator(
         if not g.requires_grad:
             return torch.zeros_like(v)
         with torch.enable_grad():
-            (hv,) = torch.autograd.grad(g, yv, grad_outputs=v, retain_graph=True, allow_unused=True)
+            (hv,) = autograd_grad(g, yv, grad_outputs=v, retain_graph=True, allow_unused=True)
         return torch.zeros_like(v) if hv is None else hv
 
     return g.detach(), hvp

@@ -134,3 +134,45 @@ def test_torchopt_agrees_on_w2():
     d = make_w2(5, seed=4)
     ref = W2OursArgmin(d, damping=0.1).gradient()
     assert relative_error(W2TorchOpt(d).gradient(), ref) < 1e-6
+
+
+class _Sleeper:
+    """A fake method whose step sleeps ``s`` seconds and returns a fixed gradient."""
+
+    def __init__(self, name: str, s: float):
+        from wibergian.bench.common import MethodInfo
+
+        self.info = MethodInfo(name, "test", "fixed", 0.0, 1e-6)
+        self.s = s
+
+    def prepare(self) -> float:
+        return 0.0
+
+    def forward(self):
+        import time
+
+        time.sleep(self.s)
+
+    def backward(self, ctx):
+        return {"w": np.ones(2)}
+
+    def gradient(self):
+        return self.backward(self.forward())
+
+
+def test_cheap_workloads_get_enough_rounds_for_min_seconds():
+    """``min_seconds``: rounds of ~20 ms (plus the runner's own ``gc.collect``) with
+    ``min_seconds = 2`` run until about 2 s of rounds even though the medians are stable after
+    ``min_repeats = 3``; without it, 3 rounds."""
+    from wibergian.bench.runner import run_workload
+
+    def run(min_seconds):
+        methods = [_Sleeper("ours", 0.01), _Sleeper("other", 0.01)]
+        return run_workload("fake", methods, lambda lam: {"w": np.ones(2)}, min_repeats=3,
+                            max_repeats=5, malloc="default", min_seconds=min_seconds,
+                            log=lambda s: None)
+
+    plain, long = run(0.0), run(2.0)
+    assert plain["rounds"] == 3 and plain["stop_reason"] == "stable"
+    assert long["min_rounds"] >= 6 and long["rounds"] >= long["min_rounds"]
+    assert long["wall_s"] >= 1.5

@@ -114,3 +114,53 @@ def test_a_shared_matrix_sliced_to_the_wrong_shape_is_refused_not_raised():
     assert int(it.min()) < int(it.max())  # problems stop at different iterations
     assert counts == {"evaluated": 0, "refused": 1} and counts0["refused"] == 0
     assert torch.equal(y, y0) and torch.equal(gc, gc0)
+
+
+def _newton_cg(energy, y0, params, fraction):
+    """``NewtonCG`` on ``energy`` with sub-batches from ``fraction`` of the batch (0: never)."""
+    from wibergian.solvers import NewtonCG
+
+    active_rows.EAGER_FRACTION = fraction
+    solver = NewtonCG()
+    try:
+        out = solver.minimize(energy, y0, params)
+    finally:
+        active_rows.EAGER_FRACTION = 0.5
+    return out, dict(solver.record)
+
+
+def test_newton_cg_carries_its_last_active_problems_on_as_a_sub_batch():
+    """Newton-CG (``solvers/newton_cg.py``) on D with stragglers: once at most half the problems
+    run, they alone carry on, and every problem ends exactly where the full-batch solve ends."""
+    d = _stragglers(n=48, b=60)
+    params = [d.x, d.t, d.log_lam, d.mu]
+    y0 = torch.zeros(d.batch, d.n, dtype=D)
+    active_rows.COUNTS.update(evaluated=0, refused=0)
+    sub, rec = _newton_cg(logistic_energy, y0, params, 0.5)
+    full, rec0 = _newton_cg(logistic_energy, y0, params, 0.0)
+    assert rec["sub_batches"] >= 1 and rec0["sub_batches"] == 0
+    assert active_rows.COUNTS["refused"] == 0
+    assert int(sub.iterations.min()) < int(sub.iterations.max())
+    assert bool(sub.converged.all())
+    for a, b in [(sub.y, full.y), (sub.grad, full.grad), (sub.energy, full.energy),
+                 (sub.iterations, full.iterations), (sub.converged, full.converged)]:
+        assert torch.equal(a, b)
+    assert float(sub.grad.abs().max()) <= 1e-7  # a minimiser (tol, or no representable gain)
+
+
+def test_a_saddle_met_in_a_sub_batch_is_escaped_as_in_the_full_batch():
+    """``E = (y₀² - 1)² + y₁²``, six problems start at a minimum and two on the saddle's stable
+    manifold ``y₀ = 0``: Newton-CG reaches the saddle ``(0, 0)`` after the six have stopped, so
+    the Lanczos probe runs in the sub-batch of two, with the start vectors those problems have
+    in the full batch; both escape to a minimum exactly as the full-batch solve does."""
+    def energy(y, s):
+        return s * ((y[:, 0] ** 2 - 1) ** 2 + y[:, 1] ** 2)
+
+    y0 = torch.tensor([[1.0, 0.0], [-1.0, 0.0]] * 3 + [[0.0, 1.0], [0.0, -2.0]], dtype=D)
+    s = torch.linspace(1.0, 2.0, 8, dtype=D)
+    sub, rec = _newton_cg(energy, y0, [s], 0.5)
+    full, rec0 = _newton_cg(energy, y0, [s], 0.0)
+    assert rec["sub_batches"] >= 1 and rec["escapes"] == rec0["escapes"] >= 2
+    assert bool(sub.converged.all()) and not bool(sub.saddle.any())
+    torch.testing.assert_close(sub.y[:, 0].abs(), torch.ones(8, dtype=D), rtol=0, atol=1e-9)
+    assert torch.equal(sub.y, full.y) and torch.equal(sub.iterations, full.iterations)

@@ -123,6 +123,36 @@ def test_lanczos_probe_finds_the_negative_eigenvalue_and_its_vector():
     assert abs(float(u[0] @ q[:, 17])) > 1 - 1e-6
 
 
+def test_lanczos_probe_decomposes_only_the_tridiagonals_its_pivots_flag(monkeypatch):
+    """The probe's inertia test (LDLᵀ pivots of ``T + τI``) sends only problems with a Ritz value
+    below ``-τ`` to ``eigh``; its verdicts equal the smallest eigenvalue of each Lanczos
+    tridiagonal, computed here for every problem, including a breakdown (a 3-dimensional
+    Krylov space) and a problem outside the mask."""
+    n, b = 30, 8
+    gen = torch.Generator().manual_seed(5)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=DT))
+    spectra = torch.linspace(0.5, 3.0, n, dtype=DT).repeat(b, 1)
+    spectra[1, 4], spectra[4, 0], spectra[6, 9] = -0.2, -1e-3, -5.0
+    spectra[5] = torch.tensor([1.0, 2.0, 3.0], dtype=DT).repeat(10)  # 3 distinct: breakdown
+    hb = q @ torch.diag_embed(spectra) @ q.T
+
+    def hvp(v):
+        return (hb @ v.unsqueeze(-1)).squeeze(-1)
+
+    seen = []
+    eigh = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda t: seen.append(t.shape[0]) or eigh(t))
+    mask = torch.ones(b, dtype=torch.bool)
+    mask[6] = False
+    neg, u, curv, _ = negative_curvature_lanczos(hvp, torch.zeros(b, n, dtype=DT), mask)
+    assert neg.tolist() == [False, True, False, False, True, False, False, False]
+    assert seen == [2]  # the two flagged problems only
+    for i in (1, 4):
+        assert abs(float(curv[i]) - float(spectra[i].min())) < 1e-6
+        assert float(u[i] @ hb[i] @ u[i]) < 0
+    assert bool((curv[~neg] == 0).all()) and bool((u[~neg] == 0).all())
+
+
 @pytest.mark.parametrize("solver", ["newton", "newton_cg"])
 def test_started_exactly_at_a_saddle_the_solver_reaches_a_minimum(solver):
     y0 = torch.zeros(3, 2, dtype=DT)
@@ -307,3 +337,37 @@ def test_newton_cg_moves_a_start_where_the_gradient_is_not_finite():
     assert info.solver == "newton_cg" and info.perturbed_starts == 2
     assert bool(info.converged.all()) and bool(torch.isfinite(y).all())
     assert float(info.grad_norm.max()) < 1e-6
+
+
+@pytest.mark.parametrize("adjoint", ["implicit", "newton_step"])
+def test_the_matrix_free_final_step_is_solved_to_its_stated_tolerance(adjoint):
+    """n = 80 takes the CG back end. L-BFGS stopped after 4 iterations leaves a sizable
+    gradient, so the final step ``y₁ = y₀ - (H + λI)⁻¹∇E(y₀)`` matters: with the implicit
+    adjoint its CG stops at a relative residual of ``FINAL_STEP_CG_TOL`` (1e-6), so ``y₁`` is
+    within ``1e-6·||∇E||/λ_min(H + λI)`` of the exact step and not equal to it to 1e-10;
+    ``adjoint="newton_step"`` solves it to 1e-10."""
+    from wibergian import argmin as argmin_module  # noqa: F401 - the module, for its constant
+
+    am = sys.modules["wibergian.argmin"]
+    g = torch.Generator().manual_seed(3)
+    b, n = 3, 80
+    z = torch.randn(b, n, generator=g, dtype=DT)
+    params = (z, torch.tensor(-2.0, dtype=DT), torch.tensor(0.0, dtype=DT))  # H ≻ 0
+    y_pre, _ = wibergian.argmin(lorentzian, z.clone(), params, solver=NewtonCG(max_iter=1),
+                                final_step=False, return_info=True, warn=False)
+    y1 = wibergian.argmin(lorentzian, z.clone(), params, solver=NewtonCG(max_iter=1),
+                          adjoint=adjoint, warn=False)
+    h = _hessian(lorentzian, y_pre, params)
+    m = h + 0.1 * torch.eye(n, dtype=DT)
+    grad = torch.func.vmap(torch.func.grad(lambda v, *p: lorentzian(v[None], *p)[0]),
+                           (0, 0, None, None))(y_pre, *params)
+    exact = y_pre - torch.linalg.solve(m, grad.unsqueeze(-1)).squeeze(-1)
+    err = (y1 - exact).norm(dim=-1)
+    scale = grad.norm(dim=-1) / torch.linalg.eigvalsh(m)[:, 0]
+    assert float(grad.norm(dim=-1).min()) > 1e-3  # the step is not negligible
+    if adjoint == "implicit":
+        assert am.FINAL_STEP_CG_TOL == 1e-6
+        assert bool((err <= 1e-6 * scale).all()) and float(err.max()) > 1e-10 * float(
+            scale.max())
+    else:
+        assert bool((err <= 1e-9 * scale).all())

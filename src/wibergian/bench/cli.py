@@ -15,10 +15,12 @@ import sys
 from typing import Any
 
 QUICK = {"W1": [1000], "W2": [1000], "W3": [128], "w3_iters": 30, "min_repeats": 3,
-         "max_repeats": 8, "budget_s": 60.0, "batch": [1000, 2000, 4000], "dense": [2, 8, 32, 128],
+         "max_repeats": 8, "budget_s": 60.0, "min_seconds": 0.0, "batch": [1000, 2000, 4000],
+         "dense": [2, 8, 32, 128],
          "free": [64, 128, 256], "D": [2, 8], "D_batch": 1000}
 FULL = {"W1": [1000, 20000], "W2": [1000, 10000], "W3": [512], "w3_iters": 30, "min_repeats": 5,
-        "max_repeats": 20, "budget_s": 240.0, "batch": [1000, 3000, 10000, 30000, 100000],
+        "max_repeats": 20, "budget_s": 240.0, "min_seconds": 10.0,
+        "batch": [1000, 3000, 10000, 30000, 100000],
         "dense": [2, 8, 32, 128, 512, 1024], "free": [128, 256, 512, 1024],
         "D": [2, 8, 32, 128], "D_batch": 1000}
 
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     kw = {"min_repeats": cfg["min_repeats"], "max_repeats": cfg["max_repeats"],
-          "budget_s": cfg["budget_s"], "malloc": args.malloc}
+          "budget_s": cfg["budget_s"], "malloc": args.malloc,
+          "min_seconds": cfg["min_seconds"] if args.min_seconds is None else args.min_seconds}
     results: dict[str, Any] = {"quick": args.quick, "started": started, "workloads": [],
                                "notes": list(NOTES), "malloc": args.malloc}
     anchors = not args.no_anchors
@@ -155,6 +158,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scaling", action="store_true", help="also run the scaling sweeps")
     p.add_argument("--docs", default=None, help="render this markdown file from the JSON")
     p.add_argument("--rounds", default="", help="MIN:MAX timed rounds (default: by mode)")
+    p.add_argument("--min-seconds", type=float, default=None,
+                   help="run at least this many seconds of rounds per workload (cheap cells get "
+                        "more rounds; default 10 for the full run, 0 with --quick)")
     p.add_argument("--tag", default="", help="suffix of the JSON file name (separate runs)")
     p.add_argument("--sizes", default="",
                    help="comma-separated sizes (B for W1/W2, n for D, image side for W3) "

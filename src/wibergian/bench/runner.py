@@ -12,7 +12,10 @@ Protocol for one workload:
    order rotating from round to round so that no method always follows the same neighbour.
    After ``min_repeats`` rounds the run stops as soon as, for every method, the median total of
    the last ``min_repeats`` rounds is within ``stable_rel`` of the median over all rounds (or
-   at ``max_repeats`` rounds, or when ``budget_s`` is spent; the JSON says which).
+   at ``max_repeats`` rounds, or when ``budget_s`` is spent; the JSON says which). With
+   ``min_seconds``, a workload whose first round takes ``t`` seconds runs at least
+   ``ceil(min_seconds / t)`` rounds (at most :data:`MAX_ROUNDS`; ``max_repeats`` is raised to
+   match): a cell of a few milliseconds per call is not judged on five samples.
 4. Memory: one extra, untimed step per method with the small mmap threshold (see
    ``machine.py``); its peaks are reported.
 5. Reported per method: medians (and quartiles) of forward, backward and total seconds, peak
@@ -23,6 +26,7 @@ Protocol for one workload:
 from __future__ import annotations
 
 import gc
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +36,9 @@ import numpy as np
 
 from . import machine
 from .common import BenchMethod, check_agreement
+
+#: most rounds ``min_seconds`` can ask for
+MAX_ROUNDS = 60
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -110,6 +117,7 @@ def run_workload(
     max_repeats: int = 30,
     stable_rel: float = 0.05,
     budget_s: float = 300.0,
+    min_seconds: float = 0.0,
     log: Callable[[str], None] = print,
     malloc: str = "tuned",
 ) -> dict[str, Any]:
@@ -137,12 +145,19 @@ def run_workload(
     start = time.perf_counter()
     stop_reason = "max_repeats"
     rounds = 0
-    for r in range(max_repeats):
+    need, cap = min_repeats, max_repeats
+    while rounds < cap:
+        r = rounds
         order = list(methods[r % len(methods):]) + list(methods[: r % len(methods)])
+        t_round = time.perf_counter()
         for m in order:
             samples[m.info.name].append(measure_step(m))
         rounds = r + 1
-        if rounds >= min_repeats and _stable(samples, min_repeats, stable_rel):
+        if r == 0 and min_seconds > 0:  # cheap workloads: enough rounds for min_seconds
+            per_round = max(time.perf_counter() - t_round, 1e-9)
+            need = max(min_repeats, min(MAX_ROUNDS, math.ceil(min_seconds / per_round)))
+            cap = max(cap, need)
+        if rounds >= need and _stable(samples, min_repeats, stable_rel):
             stop_reason = "stable"
             break
         if time.perf_counter() - start > budget_s:
@@ -201,6 +216,7 @@ def run_workload(
     out = {
         "label": label,
         "rounds": rounds,
+        "min_rounds": need,
         "stop_reason": stop_reason,
         "load_before": load_before,
         "load_after": load_after,

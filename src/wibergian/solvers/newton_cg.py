@@ -21,6 +21,13 @@ eigenvalue of ``H_b`` below ``-τ``. Where it does (a saddle), the next step is 
 times ``±Δ_b`` (sign: downhill) and the problem carries on. Problems still at such a point when
 the iterations run out are returned with ``saddle`` set and ``converged`` false.
 
+When at most half of the problems still run (``active_rows.py``), those alone carry on as a
+sub-batch: their state is sliced, the parameters too (the multi-start rule, checked once against
+the full batch's energies), and the gradient graph is rebuilt on those rows, so the last
+iterations' Hessian-vector products (the CG steps and the Lanczos probe) no longer read every
+problem's data. A problem's probe keeps the start vector it has in the full batch, so each
+problem's iterates are the same either way (tested bit for bit on CPU).
+
 A trial point where the gradient is NaN/Inf counts as a rejected step (the radius shrinks), and
 a start there is moved slightly (``nonfinite.py``).
 
@@ -41,6 +48,7 @@ from torch import Tensor
 
 from ..derivatives import energy_value, hvp_operator, value_and_gradient
 from ..energy import EnergyFn
+from .active_rows import ActiveRows
 from .base import SolveResult
 from .curvature import negative_curvature_lanczos
 from .nonfinite import finite_start, rows_finite
@@ -132,9 +140,9 @@ class NewtonCG:
         max_radius: radius cap.
         second_order: probe ``H`` for negative curvature before declaring a problem converged.
         lanczos_steps: Lanczos steps of that probe.
-        record: after each call: ``hvps`` (Hessian-vector products, all problems at once),
-            ``cg_iterations`` and ``escapes`` (negative-curvature steps taken at stationary
-            points).
+        record: after each call: ``hvps`` (Hessian-vector products, each over the problems
+            then running), ``cg_iterations``, ``escapes`` (negative-curvature steps taken at
+            stationary points) and ``sub_batches`` (times the running problems went on alone).
     """
 
     max_iter: int = 200
@@ -153,46 +161,78 @@ class NewtonCG:
     def _run(self, energy: EnergyFn, y: Tensor, params: list[Tensor]) -> SolveResult:
         b, n = y.shape
         dt, dev = y.dtype, y.device
-        tol = self.tol if self.tol is not None else (1e-8 if dt == torch.float64 else 1e-5)
-        cg_iter = self.cg_max_iter if self.cg_max_iter is not None else min(n, 500)
-        resolution = 10 * torch.finfo(dt).eps
         y, (e, _), perturbed = finite_start(
             lambda z: value_and_gradient(energy, z, params), y, "NewtonCG")
         g, hvp = hvp_operator(energy, y, params)
-        g0norm = g.norm(dim=-1).clamp_min(torch.finfo(dt).tiny)
-        hvps = cg_total = escapes = 0
+        self._counts = {"hvps": 0, "cg_iterations": 0, "escapes": 0, "sub_batches": 0}
         if self.radius0 is not None:
             radius = torch.full((b,), float(self.radius0), dtype=dt, device=dev)
         else:
             hg = hvp(g)
-            hvps += 1
+            self._counts["hvps"] += 1
             gg = torch.linalg.vecdot(g, g)
             ghg = torch.linalg.vecdot(g, hg)
             cauchy = torch.where(ghg > 0, gg * gg.sqrt() / torch.where(ghg > 0, ghg, 1.0),
                                  gg.sqrt())
             radius = torch.where(cauchy > 0, cauchy, 1.0).clamp(1e-8, self.max_radius)
-        converged = torch.zeros(b, dtype=torch.bool, device=dev)
-        saddle = torch.zeros(b, dtype=torch.bool, device=dev)
-        pending = torch.zeros(b, dtype=torch.bool, device=dev)  # flat: check before stopping
-        iters = torch.zeros(b, dtype=torch.long, device=dev)
-        for it in range(self.max_iter + 1):
+        flag = torch.zeros(b, dtype=torch.bool, device=dev)
+        st = _State(y=y, e=e, g=g, radius=radius,
+                    g0norm=g.norm(dim=-1).clamp_min(torch.finfo(dt).tiny),
+                    converged=flag, saddle=flag.clone(), pending=flag.clone(),
+                    iters=torch.zeros(b, dtype=torch.long, device=dev), rows=None, total=b)
+        self._loop(energy, params, st, hvp, 0)
+        self.record.update(self._counts)
+        return SolveResult(y=st.y, converged=st.converged, iterations=st.iters, energy=st.e,
+                           grad=st.g, saddle=st.saddle & ~st.converged, perturbed=perturbed)
+
+    def _loop(self, energy: EnergyFn, params: list[Tensor], st: _State,
+              hvp: Callable[[Tensor], Tensor], start: int) -> None:
+        """Iterations ``start … max_iter`` on the problems of ``st`` (updated in place). When at
+        most a fraction of them is still running, those alone carry on as a sub-batch
+        (``active_rows.py``; the rest are done and their state is final)."""
+        b, n = st.y.shape
+        dt = st.y.dtype
+        tol = self.tol if self.tol is not None else (1e-8 if dt == torch.float64 else 1e-5)
+        cg_iter = self.cg_max_iter if self.cg_max_iter is not None else min(n, 500)
+        resolution = 10 * torch.finfo(dt).eps
+        counts = self._counts
+        subset = ActiveRows(energy, params, b)
+        y, e, g, radius = st.y, st.e, st.g, st.radius
+        converged, pending, iters = st.converged, st.pending, st.iters
+        saddle = st.saddle
+        for it in range(start, self.max_iter + 1):
+            live = ~converged
+            running = int(live.sum())
+            if running < b and subset.wants(running):
+                rows = live.nonzero().flatten()
+                ps = subset.params_for(rows, y, e)
+                if ps is not None:
+                    st.update(y=y, e=e, g=g, radius=radius, converged=converged,
+                              pending=pending, iters=iters, saddle=saddle)
+                    sub = st.take(rows)
+                    sub.g, sub_hvp = hvp_operator(subset.energy, sub.y, ps)
+                    counts["sub_batches"] += 1
+                    self._loop(subset.energy, ps, sub, sub_hvp, it)
+                    st.put(rows, sub)
+                    return
             cand = ~converged & (pending | (g.abs().amax(-1) <= tol))
             escape = torch.zeros_like(cand)
             if bool(cand.any()):
                 if self.second_order:
-                    escape, u, curv, k = negative_curvature_lanczos(hvp, y, cand,
-                                                                    self.lanczos_steps)
-                    hvps += k
+                    escape, u, curv, k = negative_curvature_lanczos(
+                        hvp, y, cand, self.lanczos_steps, rows=st.rows, total=st.total)
+                    counts["hvps"] += k
                 converged = converged | (cand & ~escape)
             saddle = escape
             active = ~converged
             if it == self.max_iter or not bool(active.any()):
                 break
-            d, hd, edge, _, k = steihaug_cg(hvp, g, radius, active & ~escape, cg_iter, g0norm)
-            hvps += k
-            cg_total += k
+            d, hd, edge, _, k = steihaug_cg(hvp, g, radius, active & ~escape, cg_iter,
+                                            st.g0norm)
+            counts["hvps"] += k
+            counts["cg_iterations"] += k
             if bool(escape.any()):  # step along the negative-curvature direction, downhill
-                escapes += int(escape.sum())
+                counts["escapes"] += int(escape.sum())
                 sign = torch.where(torch.linalg.vecdot(g, u) > 0, -1.0, 1.0).to(dt)
                 step = (sign * radius)[:, None] * u
                 d = torch.where(escape[:, None], step, d)
@@ -221,6 +261,40 @@ class NewtonCG:
                     g_acc, hvp_acc = hvp_operator(energy, y_acc, params)
                 y, g, hvp = y_acc, g_acc, hvp_acc
                 e = torch.where(ok, e_new, e)
-        self.record.update(hvps=hvps, cg_iterations=cg_total, escapes=escapes)
-        return SolveResult(y=y, converged=converged, iterations=iters, energy=e, grad=g,
-                           saddle=saddle & ~converged, perturbed=perturbed)
+        st.update(y=y, e=e, g=g, radius=radius, converged=converged, pending=pending,
+                  iters=iters, saddle=saddle)
+
+
+@dataclass
+class _State:
+    """Newton-CG's per-problem state, ``(b, …)``; ``rows`` ``(b,)``: the problems' indices in
+    the solve's batch of ``total`` (``None``: the whole batch)."""
+
+    y: Tensor
+    e: Tensor
+    g: Tensor
+    radius: Tensor
+    g0norm: Tensor
+    converged: Tensor
+    saddle: Tensor
+    pending: Tensor
+    iters: Tensor
+    rows: Tensor | None
+    total: int
+
+    _PER_ROW = ("y", "e", "g", "radius", "g0norm", "converged", "saddle", "pending", "iters")
+
+    def update(self, **values: Tensor) -> None:
+        for k, v in values.items():
+            setattr(self, k, v)
+
+    def take(self, idx: Tensor) -> _State:
+        """The problems ``idx`` ``(k,)`` as a state of their own."""
+        got = {k: getattr(self, k).index_select(0, idx) for k in self._PER_ROW}
+        return _State(**got, rows=idx if self.rows is None else self.rows[idx],
+                      total=self.total)
+
+    def put(self, idx: Tensor, sub: _State) -> None:
+        """Write ``sub`` (from :meth:`take` with ``idx``) back into rows ``idx``."""
+        for k in self._PER_ROW:
+            setattr(self, k, getattr(self, k).index_copy(0, idx, getattr(sub, k)))
