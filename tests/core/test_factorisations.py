@@ -177,8 +177,9 @@ def test_handing_the_certificate_on_changes_no_result(kw):
 
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 32])
 def test_shifted_cholesky_in_place_equals_the_out_of_place_factor(n):
-    """``shifted_cholesky`` (factored in its own buffer) gives ``cholesky``'s factor of ``H + σI`` bit
-    for bit, reading the lower triangle, for a permuted layout too, and leaves ``H`` alone."""
+    """``shifted_cholesky`` (factored in its own buffer) gives ``cholesky``'s factor of
+    ``H + σI`` bit for bit, reading the lower triangle, for a permuted layout too, and leaves
+    ``H`` alone."""
     g = torch.Generator().manual_seed(n)
     a = torch.randn(20, n, n, generator=g, dtype=D)
     h = a @ a.mT + 1e-13 * torch.randn(20, n, n, generator=g, dtype=D)  # not exactly symmetric
