@@ -188,9 +188,12 @@ def _dense_matrices(t: Tensor) -> bool:
 
 
 def applies(t: Tensor) -> bool:
-    """Whether a ``(B, n, n)`` batch (or its factor) goes through these kernels."""
-    return (ENABLED and t.device.type == "cpu" and t.dtype in _LANES
+    """Whether a ``(B, n, n)`` batch (or its factor) goes through these kernels: a plain CPU
+    tensor with memory (no subclass such as a fake tensor, no ``torch.func`` wrapper: the kernels
+    read the data pointer), float32/float64, ``MIN_N ≤ n ≤ MAX_N``, no autograd."""
+    return (ENABLED and type(t) is Tensor and t.device.type == "cpu" and t.dtype in _LANES
             and MIN_N <= t.shape[-1] <= MAX_N and not t.requires_grad
+            and not torch._C._functorch.is_functorch_wrapped_tensor(t)
             and _TOOLCHAIN in sys.modules)
 
 

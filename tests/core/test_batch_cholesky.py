@@ -112,6 +112,16 @@ def test_empty_batch_and_lapack_routes():
     assert not bc.applies(h.requires_grad_())  # autograd through a factor: LAPACK
     assert not bc.applies(_spd(4, 2, torch.float64))  # closed forms
     assert not bc.applies(_spd(4, bc.MAX_N + 1, torch.float64))
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:  # no memory to read: LAPACK's (fake) kernel
+        fake = mode.from_tensor(_spd(4, 6, torch.float64))
+        assert not bc.applies(fake)
+        assert ch.shifted_cholesky(fake, 0.1)[0].shape == (4, 6, 6)
+    seen = []
+    torch.func.vmap(lambda m: seen.append(bc.applies(m.unsqueeze(0))) or m.sum())(
+        _spd(3, 6, torch.float64))
+    assert seen == [False]  # a torch.func-wrapped batch
 
 
 def test_unbuildable_kernel_falls_back_to_lapack(monkeypatch):
