@@ -13,8 +13,9 @@ factored (with a shift ``σ_b``, as the solvers do) by:
 - ``lapack``: ``cholesky.shifted_cholesky`` with ``batch_cholesky.ENABLED = False`` (copy into
   one buffer with LAPACK's layout, factored in place; closed form on ``(B,)`` vectors for
   ``n ≤ 2``), what shipped before;
-- ``kernel``: ``cholesky.shifted_cholesky`` as it ships (``batch_cholesky.py``, C++ vectorised
-  across the batch, for ``3 ≤ n ≤ 40``; the same closed forms for ``n ≤ 2``);
+- ``kernel``: ``cholesky.shifted_cholesky`` as it ships inside an ``argmin`` call whose energy is
+  compiled (``batch_cholesky.py``, C++ vectorised across the batch, for ``3 ≤ n ≤ 40``; the same
+  closed forms for ``n ≤ 2``);
 - ``columns``: a left-looking column algorithm in plain torch ops with the batch as the last,
   contiguous dimension (``(n, n, B)``: every operation is vectorised across the ``B`` problems;
   ``n`` steps, each a product-sum over the columns already computed);
@@ -50,7 +51,6 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch._inductor.codecache  # noqa: F401 - the toolchain the kernels are built with
 
 from wibergian import batch_cholesky
 from wibergian.cholesky import cholesky_apply, shifted_cholesky, work_buffer
@@ -249,12 +249,14 @@ def main() -> None:
     torch.set_num_threads(1)
     if batch_cholesky._kernel("factor", torch.float64) is None:
         raise SystemExit("the kernels could not be built here (no C++ toolchain)")
-    if args.whole:
+    if args.whole:  # compile=True: argmin itself turns the kernels on (batch_cholesky.active)
         whole([int(x) for x in (args.ns or "2,8,32").split(",")], args.rounds or 24,
               args.optimistix)
     else:
-        kernels([int(x) for x in (args.ns or "2,4,8,16,24,32,40").split(",")],
-                [int(x) for x in args.batches.split(",")], args.rounds or 9, args.unrolled_max_n)
+        with batch_cholesky.active(True):  # as inside an argmin call whose energy is compiled
+            kernels([int(x) for x in (args.ns or "2,4,8,16,24,32,40").split(",")],
+                    [int(x) for x in args.batches.split(",")], args.rounds or 9,
+                    args.unrolled_max_n)
 
 
 if __name__ == "__main__":

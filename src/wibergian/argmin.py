@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import batch_cholesky
 from .adjoint import AdjointSpec
 from .auto_compile import check_mode, wants_compile
 from .checks import check_candidates, check_damping, check_inputs, start_energy
@@ -258,7 +259,8 @@ def argmin(
         y0, start_index = best_candidate(energy, candidates, params, candidate_mask)
     start_energy(energy, y0, params)
 
-    result = inner.minimize(energy, y0.detach(), [p.detach() for p in params])
+    with batch_cholesky.active(compiled is not None):  # the route follows the call
+        result = inner.minimize(energy, y0.detach(), [p.detach() for p in params])
     y_pre = result.y.detach()
     if not bool(torch.isfinite(y_pre).all()):
         raise FloatingPointError("the inner solver returned NaN/Inf; check the energy's scale")
@@ -287,9 +289,10 @@ def argmin(
         # the implicit solve at y* refines from (ridge with λ > 0 only: refine.py)
         keep = needs_graph and backend == "dense" and (
             adjoint == "newton_step" or (regulariser == "ridge" and damping > 0))
-        y_star, accepted, fwd_fb, e, g, h_out, h_in, step_factor = _final_step(
-            energy, y_pre, params, damping, regulariser, backend, factor, result, want_h, keep,
-            FINAL_STEP_CG_TOL if adjoint == "implicit" else 1e-10)
+        with batch_cholesky.active(compiled is not None):
+            y_star, accepted, fwd_fb, e, g, h_out, h_in, step_factor = _final_step(
+                energy, y_pre, params, damping, regulariser, backend, factor, result, want_h,
+                keep, FINAL_STEP_CG_TOL if adjoint == "implicit" else 1e-10)
         h_point = h_in if adjoint == "newton_step" else h_out
         if factor is not None and not factor.constant and bool(accepted.any()):
             factor = None  # the Hessian moved with y

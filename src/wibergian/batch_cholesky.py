@@ -16,20 +16,25 @@ meaningless, as LAPACK's is). :func:`solve` applies ``(L Lᵀ)^-1`` to one vecto
 same way (forward, then backward substitution, ``W`` matrices per pass).
 
 The kernels are C++ built by Inductor's C++ toolchain, the one ``compile=True`` and
-``compile="auto"`` (once it switches) use, and only once that toolchain is loaded in the process:
-importing it costs ~3 s, which an eager-only process is not made to pay (its factorisations stay
-with LAPACK). Building takes ~10 s the first time on a machine (Inductor's on-disk cache), well
-under a second after. Where a kernel cannot be built (no compiler) :data:`FALLBACKS` counts it
-and LAPACK serves that dtype for the rest of the process; other devices and dtypes, ``n``
-outside ``[MIN_N, MAX_N]`` and tensors that require grad go to LAPACK too. The factors equal
+``compile="auto"`` (once it switches) use, and they serve the calls whose energy is compiled:
+``argmin`` runs its solve and final step, and the backward its solve, inside :func:`active`
+with ``on`` = "the energy is a compiled one". So the route is a property of the call, not of the
+process (a run resumed in a fresh process factors exactly as the uninterrupted one did), and an
+eager-only process never pays the toolchain's ~3 s import. Building takes ~10 s the first time
+on a machine (Inductor's on-disk cache), well under a second after. Where a kernel cannot be
+built (no compiler) :data:`FALLBACKS` counts it and LAPACK serves that dtype for the rest of the
+process; other devices and dtypes, ``n`` outside ``[MIN_N, MAX_N]`` and tensors that require
+grad go to LAPACK too. The factors equal
 LAPACK's up to rounding (summation order; ``tests/core/test_batch_cholesky.py`` checks 1e-13
 relative in float64).
 """
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import contextvars
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -41,7 +46,7 @@ MAX_N = 40
 MIN_N = 3
 #: ``False`` routes everything to LAPACK (by hand, to measure: ``benchmarks/batched_cholesky.py``)
 ENABLED = True
-_TOOLCHAIN = "torch._inductor.codecache"
+_ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("batch_cholesky", default=False)
 #: kernels that could not be built (each then leaves its dtype to LAPACK for the process)
 FALLBACKS = {"count": 0}
 
@@ -178,6 +183,16 @@ def _kernel(kind: str, dtype: torch.dtype) -> Any:
     return k or None
 
 
+@contextlib.contextmanager
+def active(on: bool) -> Iterator[None]:
+    """The factorisations inside use these kernels (``on``) or LAPACK (``cholesky.py``)."""
+    token = _ACTIVE.set(bool(on))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
 def _dense_matrices(t: Tensor) -> bool:
     """Whether the ``(B, n, n)`` tensor ``t`` is row- or column-major per matrix with the
     matrices one after another (what the kernels index by strides; also keeps a write from
@@ -188,13 +203,13 @@ def _dense_matrices(t: Tensor) -> bool:
 
 
 def applies(t: Tensor) -> bool:
-    """Whether a ``(B, n, n)`` batch (or its factor) goes through these kernels: a plain CPU
-    tensor with memory (no subclass such as a fake tensor, no ``torch.func`` wrapper: the kernels
-    read the data pointer), float32/float64, ``MIN_N ≤ n ≤ MAX_N``, no autograd."""
+    """Whether a ``(B, n, n)`` batch (or its factor) goes through these kernels: inside
+    ``active(True)``, a plain CPU tensor with memory (no subclass such as a fake tensor, no
+    ``torch.func`` wrapper: the kernels read the data pointer), float32/float64,
+    ``MIN_N ≤ n ≤ MAX_N``, no autograd."""
     return (ENABLED and type(t) is Tensor and t.device.type == "cpu" and t.dtype in _LANES
             and MIN_N <= t.shape[-1] <= MAX_N and not t.requires_grad
-            and not torch._C._functorch.is_functorch_wrapped_tensor(t)
-            and _TOOLCHAIN in sys.modules)
+            and not torch._C._functorch.is_functorch_wrapped_tensor(t) and _ACTIVE.get())
 
 
 def factor(h: Tensor, shift: Tensor | float, out: Tensor | None = None

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import batch_cholesky
 from .adjoint import AdjointSpec, jvp, vjp
 from .second_order import vjp_graph
 
@@ -197,6 +198,14 @@ _FLOOR = (
 )
 
 
+def _compiled_energy(energy: Any) -> bool:
+    """Whether ``energy`` is ``compile=True``'s wrapper (its backward then factors with the batch
+    kernels, as its forward did: ``batch_cholesky.active``)."""
+    from .compiled import CompiledEnergy
+
+    return isinstance(energy, CompiledEnergy)
+
+
 class _VJP(torch.autograd.Function):
     """The VJP as an op of its own, so that ``vmap`` over cotangents (``jacrev``,
     ``is_grads_batched``) has a rule: a loop."""
@@ -206,7 +215,8 @@ class _VJP(torch.autograd.Function):
                 *params: Tensor) -> tuple[Tensor, ...]:
         marked = [p.detach().requires_grad_(True) if n and p.is_floating_point() else p.detach()
                   for p, n in zip(params, needs, strict=True)]
-        grads = vjp(spec, y_point, marked, grad_y)
+        with batch_cholesky.active(_compiled_energy(spec.energy)):
+            grads = vjp(spec, y_point, marked, grad_y)
         return tuple(g if g is not None else torch.zeros_like(p)
                      for g, p, n in zip(grads, params, needs, strict=True) if n)
 

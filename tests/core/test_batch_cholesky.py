@@ -4,16 +4,12 @@ the caller's buffer layout, the LAPACK fallback, and a whole ``argmin`` through 
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
 import wibergian
 from wibergian import batch_cholesky as bc
 from wibergian import cholesky as ch
-
-importlib.import_module(bc._TOOLCHAIN)  # the kernels are used once the toolchain is loaded
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +18,8 @@ def _kernels_built():
         pytest.skip("no C++ toolchain: the kernels fall back to LAPACK")
     old = bc.ENABLED
     bc.ENABLED = True
-    yield
+    with bc.active(True):  # as inside an argmin call whose energy is compiled
+        yield
     bc.ENABLED = old
 
 
@@ -160,7 +157,7 @@ def test_argmin_same_through_kernels_and_lapack():
         lam = log_lam.clone().requires_grad_()
         mu_ = mu.clone().requires_grad_()
         y, info = wibergian.argmin(_ridge_logistic, torch.zeros(b, n, dtype=torch.float64),
-                                   (x, t, lam, mu_), compile=False, warn=False,
+                                   (x, t, lam, mu_), compile=True, warn=False,
                                    return_info=True, tol=1e-12)
         loss = (y**2).sum()
         loss.backward()
@@ -170,6 +167,7 @@ def test_argmin_same_through_kernels_and_lapack():
     mu0 = torch.linspace(-1, 1, n, dtype=torch.float64)
     y_k, info_k, gl_k, gm_k, _ = run(True, lam0, mu0)
     y_l, info_l, gl_l, gm_l, _ = run(False, lam0, mu0)
+    assert info_k.backward["refined"] == b  # the backward refined from the kernel's factor
     assert torch.equal(info_k.iterations, info_l.iterations)
     assert bool(info_k.converged.all())
     assert float((y_k - y_l).abs().max()) < 1e-8
@@ -187,3 +185,25 @@ def test_argmin_same_through_kernels_and_lapack():
     want_m = (2 * y_k.unsqueeze(-2) @ (lam * m_inv)).squeeze(-2).sum(0)
     assert abs(float(gl_k) - want_l) < 1e-9 * (1 + abs(want_l))
     assert float((gm_k - want_m).abs().max()) < 1e-9 * (1 + float(want_m.abs().max()))
+
+
+def test_route_is_the_calls_not_the_processes(monkeypatch):
+    """The kernels serve an ``argmin`` call whose energy is compiled (forward and backward) and
+    never an eager one, whatever was compiled before in the process: a run resumed in a fresh
+    process factors as the uninterrupted run did."""
+    calls = []
+    real = bc.factor
+    monkeypatch.setattr(bc, "factor", lambda *a, **k: calls.append(1) or real(*a, **k))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(16, 12, 5, generator=gen, dtype=torch.float64)
+    t = (torch.rand(16, 12, generator=gen, dtype=torch.float64) < 0.5).double()
+    lam = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    mu = torch.zeros(5, dtype=torch.float64)
+    with bc.active(False):  # outside any argmin call: the default
+        for compile_, used in ((True, True), (False, False), ("auto", False)):
+            calls.clear()
+            y = wibergian.argmin(_ridge_logistic, torch.zeros(16, 5, dtype=torch.float64),
+                                 (x, t, lam, mu), compile=compile_, warn=False)
+            y.sum().backward()
+            assert bool(calls) == used, compile_
+        assert not bc._ACTIVE.get()  # each call restored what it found
