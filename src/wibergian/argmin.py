@@ -259,7 +259,7 @@ def argmin(
         y0, start_index = best_candidate(energy, candidates, params, candidate_mask)
     start_energy(energy, y0, params)
 
-    with batch_cholesky.active(compiled is not None):  # the route follows the call
+    with batch_cholesky.active(compiled):  # the factorisations' route follows the call
         result = inner.minimize(energy, y0.detach(), [p.detach() for p in params])
     y_pre = result.y.detach()
     if not bool(torch.isfinite(y_pre).all()):
@@ -289,7 +289,7 @@ def argmin(
         # the implicit solve at y* refines from (ridge with λ > 0 only: refine.py)
         keep = needs_graph and backend == "dense" and (
             adjoint == "newton_step" or (regulariser == "ridge" and damping > 0))
-        with batch_cholesky.active(compiled is not None):
+        with batch_cholesky.active(compiled):
             y_star, accepted, fwd_fb, e, g, h_out, h_in, step_factor = _final_step(
                 energy, y_pre, params, damping, regulariser, backend, factor, result, want_h,
                 keep, FINAL_STEP_CG_TOL if adjoint == "implicit" else 1e-10)

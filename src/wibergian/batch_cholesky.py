@@ -18,9 +18,10 @@ same way (forward, then backward substitution, ``W`` matrices per pass).
 The kernels are C++ built by Inductor's C++ toolchain, the one ``compile=True`` and
 ``compile="auto"`` (once it switches) use, and they serve the calls whose energy is compiled:
 ``argmin`` runs its solve and final step, and the backward its solve, inside :func:`active`
-with ``on`` = "the energy is a compiled one". So the route is a property of the call, not of the
-process (a run resumed in a fresh process factors exactly as the uninterrupted one did), and an
-eager-only process never pays the toolchain's ~3 s import. Building takes ~10 s the first time
+with its compiled energy (on while that energy runs compiled; one whose compilation failed runs
+eagerly and factors with LAPACK, exactly as an eager call). So the route is a property of the
+call, not of the process (a run resumed in a fresh process factors exactly as the uninterrupted
+one did), and an eager-only process never pays the toolchain's ~3 s import. Building takes ~10 s the first time
 on a machine (Inductor's on-disk cache), well under a second after. Where a kernel cannot be
 built (no compiler) :data:`FALLBACKS` counts it and LAPACK serves that dtype for the rest of the
 process; other devices and dtypes, ``n`` outside ``[MIN_N, MAX_N]`` and tensors that require
@@ -46,7 +47,7 @@ MAX_N = 40
 MIN_N = 3
 #: ``False`` routes everything to LAPACK (by hand, to measure: ``benchmarks/batched_cholesky.py``)
 ENABLED = True
-_ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("batch_cholesky", default=False)
+_ACTIVE: contextvars.ContextVar[Any] = contextvars.ContextVar("batch_cholesky", default=False)
 #: kernels that could not be built (each then leaves its dtype to LAPACK for the process)
 FALLBACKS = {"count": 0}
 
@@ -184,13 +185,23 @@ def _kernel(kind: str, dtype: torch.dtype) -> Any:
 
 
 @contextlib.contextmanager
-def active(on: bool) -> Iterator[None]:
-    """The factorisations inside use these kernels (``on``) or LAPACK (``cholesky.py``)."""
-    token = _ACTIVE.set(bool(on))
+def active(on: Any) -> Iterator[None]:
+    """The factorisations inside use these kernels or LAPACK (``cholesky.py``). ``on``: a bool,
+    or a ``CompiledEnergy`` (``None``: off): on while its compiled kernels run (``error is
+    None``), so an energy whose compilation failed and that runs eagerly factors with LAPACK,
+    exactly as an eager call does."""
+    token = _ACTIVE.set(on)
     try:
         yield
     finally:
         _ACTIVE.reset(token)
+
+
+def _on() -> bool:
+    v = _ACTIVE.get()
+    if isinstance(v, bool) or v is None:
+        return bool(v)
+    return getattr(v, "error", None) is None
 
 
 def _dense_matrices(t: Tensor) -> bool:
@@ -209,7 +220,7 @@ def applies(t: Tensor) -> bool:
     ``MIN_N ≤ n ≤ MAX_N``, no autograd."""
     return (ENABLED and type(t) is Tensor and t.device.type == "cpu" and t.dtype in _LANES
             and MIN_N <= t.shape[-1] <= MAX_N and not t.requires_grad
-            and not torch._C._functorch.is_functorch_wrapped_tensor(t) and _ACTIVE.get())
+            and not torch._C._functorch.is_functorch_wrapped_tensor(t) and _on())
 
 
 def factor(h: Tensor, shift: Tensor | float, out: Tensor | None = None

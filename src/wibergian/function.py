@@ -198,12 +198,13 @@ _FLOOR = (
 )
 
 
-def _compiled_energy(energy: Any) -> bool:
-    """Whether ``energy`` is ``compile=True``'s wrapper (its backward then factors with the batch
-    kernels, as its forward did: ``batch_cholesky.active``)."""
+def _compiled_energy(energy: Any) -> Any:
+    """``energy`` if it is ``compile=True``'s wrapper, else ``None``: the backward then factors
+    with the batch kernels while it runs compiled, as its forward did
+    (``batch_cholesky.active``)."""
     from .compiled import CompiledEnergy
 
-    return isinstance(energy, CompiledEnergy)
+    return energy if isinstance(energy, CompiledEnergy) else None
 
 
 class _VJP(torch.autograd.Function):

@@ -206,4 +206,4 @@ def test_route_is_the_calls_not_the_processes(monkeypatch):
                                  (x, t, lam, mu), compile=compile_, warn=False)
             y.sum().backward()
             assert bool(calls) == used, compile_
-        assert not bc._ACTIVE.get()  # each call restored what it found
+        assert bc._ACTIVE.get() is False  # each call restored what it found
