@@ -22,12 +22,11 @@ with its compiled energy (on while that energy runs compiled; one whose compilat
 eagerly and factors with LAPACK, exactly as an eager call). So the route is a property of the
 call, not of the process (a run resumed in a fresh process factors exactly as the uninterrupted
 one did), and an eager-only process never pays the toolchain's ~3 s import. Building takes
-~10 s the first time on a machine (Inductor's on-disk cache), well under a second after. Where a kernel cannot be
-built (no compiler) :data:`FALLBACKS` counts it and LAPACK serves that dtype for the rest of the
-process; other devices and dtypes, ``n`` outside ``[MIN_N, MAX_N]`` and tensors that require
-grad go to LAPACK too. The factors equal
-LAPACK's up to rounding (summation order; ``tests/core/test_batch_cholesky.py`` checks 1e-13
-relative in float64).
+~10 s the first time on a machine (Inductor's on-disk cache), well under a second after. Where
+a kernel cannot be built (no compiler) :data:`FALLBACKS` counts it and LAPACK serves that dtype
+for the rest of the process; other devices and dtypes, ``n`` outside ``[MIN_N, MAX_N]`` and
+tensors that require grad go to LAPACK too. The factors equal LAPACK's up to rounding
+(summation order; ``tests/core/test_batch_cholesky.py`` checks 1e-13 relative in float64).
 """
 
 from __future__ import annotations
