@@ -62,6 +62,7 @@ from .adjoint_spec import (
     report_solve,
 )
 from .compiled_backward import mixed_kernel
+from .compiled_hvp import compiled_product
 from .derivatives import gradient_graph, hessian_from_graph
 from .energy import closed_hessian
 from .errors import NonFiniteDerivativeError
@@ -120,7 +121,11 @@ def _regularised_solve(
         return cg_solve(closed_hvp, rhs, spec.damping, tol=spec.cg_tol,
                         max_iter=spec.cg_max_iter)
 
+    product = compiled_product(spec.energy, yv, params)  # compile=True: one fused kernel
+
     def hvp(v: Tensor) -> Tensor:
+        if product is not None:
+            return product(v)
         if not g.requires_grad:
             return torch.zeros_like(v)
         (hv,) = autograd_grad(g, yv, grad_outputs=v, retain_graph=True, allow_unused=True)

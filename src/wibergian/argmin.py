@@ -239,7 +239,7 @@ def argmin(
     check_mode(compile)
     compiled = (compiled_energy(energy, "compile=True" if compile is True else "compile='auto'")
                 if wants_compile(compile, energy, y0, block_rows(b),
-                                 isinstance(inner, NewtonTrustRegion)) else None)
+                                 isinstance(inner, (NewtonTrustRegion, NewtonCG))) else None)
     compile_s0 = compiled.compile_seconds if compiled is not None else 0.0
     if compiled is not None:
         energy = compiled

@@ -94,12 +94,13 @@ SIMPLIFY_FALLBACKS = {"count": 0}
 #: rewrite matrix-vector ``bmm`` nodes (``matvec.py``); ``False`` only to measure the pass
 LOWER_MATVEC = True
 MATVEC_FALLBACKS = {"count": 0}  # graphs whose ``matvec.py`` rewrite raised (compiled as traced)
-#: energies whose compilation failed (each then runs eagerly); ``candidates`` / ``mixed``:
-#: energies whose fused multi-start kernel / backward kernel failed (that step runs eagerly)
-FALLBACKS = {"count": 0, "candidates": 0, "mixed": 0}
+#: energies whose compilation failed (each then runs eagerly); ``candidates`` / ``mixed`` /
+#: ``hvp``: energies whose fused multi-start kernel / backward kernel / Hessian-vector product
+#: (``compiled_hvp.py``) failed (that step runs eagerly)
+FALLBACKS = {"count": 0, "candidates": 0, "mixed": 0, "hvp": 0}
 #: kernels whose failure gives up only themselves (the caller then takes the eager route):
 #: multi-start's fused candidate scores and the backward's mixed product
-_OPTIONAL = ("candidates", "mixed")
+_OPTIONAL = ("candidates", "mixed", "hvp")
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -187,6 +188,23 @@ class CompiledEnergy(Retracing):
                    if g.requires_grad else [None] * len(targets))
         return (g.detach(), *[torch.zeros_like(t) if d is None else d.detach()
                               for t, d in zip(targets, got, strict=True)])
+
+    def _hvp(self, y: Tensor, v: Tensor, *params: Tensor) -> Tensor:
+        """``H v`` at ``y`` by the eager double backward (``compiled_hvp.py`` traces it)."""
+        from .derivatives import gradient_graph
+
+        with torch.enable_grad():
+            yv, g = gradient_graph(self.energy, y, params)
+            hv = (torch.autograd.grad(g, yv, grad_outputs=v, allow_unused=True)[0]
+                  if g.requires_grad else None)
+        return torch.zeros_like(v) if hv is None else hv.detach()
+
+    def hvp(self, y: Tensor, v: Tensor, params: Sequence[Tensor]) -> Tensor | None:
+        """``H v`` ``(B, n)`` from one compiled kernel, or ``None`` when it cannot be built
+        (counted in ``FALLBACKS["hvp"]``; the caller takes the eager product)."""
+        if self.error is not None or "hvp" in self.optional_errors or y.shape[0] == 0:
+            return None
+        return self._run("hvp", self._hvp, y, [v, *params])
 
     def _vgh_route(self, n: int) -> Callable[..., Any]:
         """The function traced for ``value_gradient_hessian``: ``torch.func`` (then folded,

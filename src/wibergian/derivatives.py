@@ -274,6 +274,11 @@ def hvp_operator(
                 return apply(v)
 
         return g0, closed_hvp
+    from .compiled_hvp import compiled_hvp_operator
+
+    compiled = compiled_hvp_operator(energy, y, params)  # compile=True: one fused kernel
+    if compiled is not None:
+        return compiled
     yv, g = gradient_graph(energy, y, [p.detach() for p in params])
 
     def hvp(v: Tensor) -> Tensor:

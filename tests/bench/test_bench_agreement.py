@@ -160,11 +160,14 @@ class _Sleeper:
         return self.backward(self.forward())
 
 
-def test_cheap_workloads_get_enough_rounds_for_min_seconds():
-    """``min_seconds``: rounds of ~20 ms (plus the runner's own ``gc.collect``) with
-    ``min_seconds = 2`` run until about 2 s of rounds even though the medians are stable after
-    ``min_repeats = 3``; without it, 3 rounds."""
+def test_cheap_workloads_get_enough_rounds_for_min_seconds(monkeypatch):
+    """``min_seconds``: rounds of ~20 ms with
+    ``min_seconds = 2`` run until about 2 s of rounds (at most ``MAX_ROUNDS``) even though the
+    medians are stable after ``min_repeats = 3``; without it, 3 rounds."""
+    from wibergian.bench import runner
     from wibergian.bench.runner import run_workload
+
+    monkeypatch.setattr(runner.gc, "collect", lambda *a: 0)  # a full collection can take 0.3 s
 
     def run(min_seconds):
         methods = [_Sleeper("ours", 0.01), _Sleeper("other", 0.01)]
@@ -174,5 +177,4 @@ def test_cheap_workloads_get_enough_rounds_for_min_seconds():
 
     plain, long = run(0.0), run(2.0)
     assert plain["rounds"] == 3 and plain["stop_reason"] == "stable"
-    assert long["min_rounds"] >= 6 and long["rounds"] >= long["min_rounds"]
-    assert long["wall_s"] >= 1.5
+    assert 6 <= long["min_rounds"] <= runner.MAX_ROUNDS and long["rounds"] >= long["min_rounds"]

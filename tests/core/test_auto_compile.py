@@ -138,9 +138,10 @@ def test_default_thresholds_spare_small_loops(monkeypatch):
             assert builds == ([] if i < 25 else ["compile='auto'"])
 
 
-def test_auto_compiles_only_the_dense_newton_solver(monkeypatch):
-    """Newton-CG and L-BFGS (and solver="auto" above n = 40) run on Hessian-vector products and
-    gradients, which stay eager: "auto" leaves them eager, counted."""
+def test_auto_compiles_the_newton_solvers_only(monkeypatch):
+    """L-BFGS runs on gradients and values, which stay eager: "auto" leaves it eager, counted.
+    The dense Newton solver (compiled value-gradient-Hessian) and Newton-CG (compiled
+    Hessian-vector products; ``solver="auto"`` above n = 40) switch."""
     builds: list[str] = []
     monkeypatch.setattr(importlib.import_module("wibergian.argmin"), "compiled_energy",
                         lambda e, option: _Recorded(e, option, builds))
@@ -150,18 +151,18 @@ def test_auto_compiles_only_the_dense_newton_solver(monkeypatch):
 
     a, s = torch.randn(5, 3, dtype=D), torch.tensor(1.0, dtype=D)
     wide = torch.randn(2, 41, dtype=D)  # solver="auto" picks Newton-CG above n = 40
-    before = auto_compile.AUTO["not_dense_newton"]
+    before = auto_compile.AUTO["not_compiled_solver"]
     with auto_compile.auto_compile_after(1, unknowns=0):
-        for solver in ("newton_cg", "lbfgs"):
-            for _ in range(3):
-                wibergian.argmin(energy, torch.zeros_like(a), (a, s), solver=solver)
         for _ in range(3):
-            _call(energy, wide, s)
+            wibergian.argmin(energy, torch.zeros_like(a), (a, s), solver="lbfgs")
         assert builds == []
-        assert auto_compile.AUTO["not_dense_newton"] == before + 9
+        assert auto_compile.AUTO["not_compiled_solver"] == before + 3
         for _ in range(2):
-            _call(energy, a, s)  # the default dense Newton: compiled on the second call
+            _call(energy, wide, s)  # Newton-CG: compiled on the second call
         assert builds == ["compile='auto'"]
+        for _ in range(2):
+            _call(energy, a, s)  # the default dense Newton: its own signature
+        assert builds == ["compile='auto'"] * 2
 
 
 def test_auto_leaves_an_unguardable_energy_eager_without_warning():

@@ -19,7 +19,7 @@ QUICK = {"W1": [1000], "W2": [1000], "W3": [128], "w3_iters": 30, "min_repeats":
          "dense": [2, 8, 32, 128],
          "free": [64, 128, 256], "D": [2, 8], "D_batch": 1000}
 FULL = {"W1": [1000, 20000], "W2": [1000, 10000], "W3": [512], "w3_iters": 30, "min_repeats": 5,
-        "max_repeats": 20, "budget_s": 240.0, "min_seconds": 10.0,
+        "max_repeats": 20, "budget_s": 240.0, "min_seconds": 30.0,
         "batch": [1000, 3000, 10000, 30000, 100000],
         "dense": [2, 8, 32, 128, 512, 1024], "free": [128, 256, 512, 1024],
         "D": [2, 8, 32, 128], "D_batch": 1000}
@@ -160,7 +160,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", default="", help="MIN:MAX timed rounds (default: by mode)")
     p.add_argument("--min-seconds", type=float, default=None,
                    help="run at least this many seconds of rounds per workload (cheap cells get "
-                        "more rounds; default 10 for the full run, 0 with --quick)")
+                        "more rounds; default 30 for the full run, 0 with --quick)")
     p.add_argument("--tag", default="", help="suffix of the JSON file name (separate runs)")
     p.add_argument("--sizes", default="",
                    help="comma-separated sizes (B for W1/W2, n for D, image side for W3) "

@@ -69,7 +69,7 @@ class _UserMethod(_TorchMethod):
     max_warmup: int | None = None
     #: eager calls the default row made before its switch (set by :meth:`prepare`)
     eager_calls: int | None = None
-    #: the default row's solver is not dense Newton, so ``compile="auto"`` leaves it eager
+    #: the default row's solver has no compiled kernels, so ``compile="auto"`` leaves it eager
     stays_eager = False
 
     def _info(self, compile: bool | str, setting: str, damping: float) -> MethodInfo:
@@ -111,18 +111,18 @@ class _UserMethod(_TorchMethod):
         with block:
             for calls in range(MAX_EAGER_CALLS):
                 before = auto_compile.AUTO["compiled"]
-                skipped = auto_compile.AUTO["not_dense_newton"]
+                skipped = auto_compile.AUTO["not_compiled_solver"]
                 t = time.perf_counter()
                 self.gradient()
                 took = time.perf_counter() - t
                 if auto_compile.AUTO["compiled"] > before:
                     self.eager_calls = calls  # before the switch (reported in the JSON)
                     return took
-                if auto_compile.AUTO["not_dense_newton"] > skipped:  # never switches: eager
+                if auto_compile.AUTO["not_compiled_solver"] > skipped:  # never switches: eager
                     self.stays_eager = True
                     self.info = dataclasses.replace(self.info, gradient=self.info.gradient.split(
-                        ", compile='auto'")[0] + ", compile='auto': stays eager (solver not "
-                        "dense Newton)")
+                        ", compile='auto'")[0] + ", compile='auto': stays eager (solver without "
+                        "compiled kernels)")
                     return 0.0
         raise RuntimeError(f"{self.info.name}: compile='auto' did not switch within "
                            f"{MAX_EAGER_CALLS} calls")
