@@ -18,6 +18,7 @@ import statistics
 import time
 
 import torch
+from paired import paired_rounds
 
 
 def _compare(name: str, energy, y: torch.Tensor, params: tuple, rounds: int) -> None:
@@ -35,17 +36,10 @@ def _compare(name: str, energy, y: torch.Tensor, params: tuple, rounds: int) -> 
         return
     diff = float((first - eager(v)).abs().max())
     calls = {"eager": lambda: eager(v), "compiled": lambda: ce.hvp(y, v, params)}
-    ts: dict[str, list[float]] = {"eager": [], "compiled": []}
-    for r in range(rounds):
-        for key in (("eager", "compiled") if r % 2 == 0 else ("compiled", "eager")):
-            t = time.perf_counter()
-            calls[key]()
-            ts[key].append(time.perf_counter() - t)
-    ratios = sorted(c / e for c, e in zip(ts["compiled"], ts["eager"], strict=True))
-    lo, hi = ratios[int(0.1 * (len(ratios) - 1))], ratios[round(0.9 * (len(ratios) - 1))]
+    ts, ratio, lo, hi = paired_rounds(calls, rounds, "eager", "compiled")
     print(f"{name}: first compiled call {built:.1f} s; eager {statistics.median(ts['eager']):.4f}"
           f" s, compiled {statistics.median(ts['compiled']):.4f} s; compiled/eager median "
-          f"{statistics.median(ratios):.2f} (10-90 % {lo:.2f}-{hi:.2f}, {rounds} rounds); "
+          f"{ratio:.2f} (10-90 % {lo:.2f}-{hi:.2f}, {rounds} rounds); "
           f"max |difference| {diff:.1e}", flush=True)
 
 

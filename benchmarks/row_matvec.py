@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from paired import paired_rounds
 
 SHAPES = [(64, 8), (8, 64), (64, 32), (32, 64), (64, 128), (128, 64), (512, 32), (2000, 128),
           (8, 8)]
@@ -37,18 +37,11 @@ def main() -> None:
         calls = {"as is": lambda x=x, w=w: torch.bmm(x.mT, w),
                  "row": lambda x=x, w=w: torch.bmm(w.mT, x).mT}
         diff = float((calls["as is"]() - calls["row"]()).abs().max())
-        ts: dict[str, list[float]] = {"as is": [], "row": []}
-        for r in range(args.rounds):
-            for key in (("as is", "row") if r % 2 == 0 else ("row", "as is")):
-                t0 = time.perf_counter()
-                calls[key]()
-                ts[key].append(time.perf_counter() - t0)
-        ratios = sorted(a / c for a, c in zip(ts["row"], ts["as is"], strict=True))
-        lo, hi = ratios[int(0.1 * (len(ratios) - 1))], ratios[round(0.9 * (len(ratios) - 1))]
+        ts, ratio, lo, hi = paired_rounds(calls, args.rounds, "as is", "row")
         print(f"B={b:5d} M={m:4d} K={k:4d} (M·K={m * k:6d}): as is "
               f"{statistics.median(ts['as is']) * 1e3:8.3f} ms, row "
               f"{statistics.median(ts['row']) * 1e3:8.3f} ms; row/as-is median "
-              f"{statistics.median(ratios):.2f} (10-90 % {lo:.2f}-{hi:.2f}); max |diff| {diff:.1e}",
+              f"{ratio:.2f} (10-90 % {lo:.2f}-{hi:.2f}); max |diff| {diff:.1e}",
               flush=True)
 
 
