@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import batch_cholesky
+from . import allocator, batch_cholesky
 from .adjoint import AdjointSpec
 from .auto_compile import check_mode, wants_compile
 from .checks import check_candidates, check_damping, check_inputs, start_energy
@@ -232,6 +232,8 @@ def argmin(
     if adjoint == "newton_step" and regulariser != "ridge":
         raise ValueError("adjoint='newton_step' supports regulariser='ridge' only")
     b, n = y0.shape
+    if y0.device.type == "cpu":
+        allocator.warm()  # glibc's adaptive thresholds at their ceiling, once (allocator.py)
     backend = choose_backend(n, linear_solver)
     if regulariser == "floor" and backend != "dense":
         raise ValueError("regulariser='floor' needs eigenvalues: use linear_solver='dense'")

@@ -75,6 +75,7 @@ from .errors import CompileFallbackWarning, warn  # the warning's old path still
 from .matvec import lower_matvec  # noqa: F401 - trace_passes calls it through here
 from .retrace import RETRACES, Retracing, close  # noqa: F401 - RETRACES: counted here too
 from .trace_passes import trace_graph
+from .vector_width import inductor_options
 
 MAX_ROWS = 4096
 #: ``value_gradient_hessian`` of a plain energy is traced by ``torch.func`` (forward-over-reverse,
@@ -330,7 +331,8 @@ class CompiledEnergy(Retracing):
         try:
             with torch.no_grad():
                 graph = self._trace(fn, yb, pb)
-                kernel = torch.compile(graph, dynamic=False)
+                kernel = torch.compile(graph, dynamic=False,
+                                       options=inductor_options(yb.device, pb))
                 got = kernel(yb, *pb)
                 if fn == self._candidates:  # checked on a few rows, one eager call per candidate
                     rows = min(yb.shape[0], 64)
