@@ -259,10 +259,16 @@ def argmin(
     if candidates is not None:
         check_candidates(candidates, candidate_mask, y0)
         y0, start_index = best_candidate(energy, candidates, params, candidate_mask)
-    start_energy(energy, y0, params)
+    dense_newton = type(inner) is NewtonTrustRegion
+    start = start_energy(energy, y0, params, evaluate=(
+        (lambda z: value_gradient_hessian(energy, z, params)) if dense_newton else None))
 
     with batch_cholesky.active(compiled):  # the factorisations' route follows the call
-        result = inner.minimize(energy, y0.detach(), [p.detach() for p in params])
+        if dense_newton and len(start) == 3:  # the start check's pass is the solver's first
+            result = inner.minimize(energy, y0.detach(), [p.detach() for p in params],
+                                    start=start)  # type: ignore[arg-type]
+        else:
+            result = inner.minimize(energy, y0.detach(), [p.detach() for p in params])
     y_pre = result.y.detach()
     if not bool(torch.isfinite(y_pre).all()):
         raise FloatingPointError("the inner solver returned NaN/Inf; check the energy's scale")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -141,9 +141,16 @@ def _remember_depending(energy: EnergyFn) -> None:
         pass
 
 
-def start_energy(energy: EnergyFn, y0: Tensor, params: Sequence[Tensor]) -> Tensor:
-    """``E(y0)`` ``(B,)``, checked finite and (for an energy without a closed-form gradient, the
-    first time this energy object is seen) checked to depend on ``y``."""
+def start_energy(energy: EnergyFn, y0: Tensor, params: Sequence[Tensor],
+                 evaluate: Callable[[Tensor], tuple[Tensor, ...]] | None = None
+                 ) -> tuple[Tensor, ...]:
+    """``(E(y0), ...)``: ``E`` ``(B,)`` checked finite and (for an energy without a closed-form
+    gradient, the first time this energy object is seen) checked to depend on ``y``.
+
+    ``evaluate(y) -> (E, ∇E, ...)`` is the solver's first evaluation: once the energy's
+    ``y``-dependence is known, ``E(y0)`` is read from ``evaluate(y0)``, whose values are
+    returned whole for the solver to start from (one pass instead of two); otherwise the
+    result is ``(E,)``."""
     ps = [p.detach() for p in params]
     autograd = closed_gradient(energy) is None
     if autograd and torch.is_inference_mode_enabled():
@@ -155,19 +162,23 @@ def start_energy(energy: EnergyFn, y0: Tensor, params: Sequence[Tensor]) -> Tens
     # the y-dependence is a property of the energy's code: tested with autograd once per energy
     # object (a compiled energy then evaluates its start without a graph, compiled)
     track = autograd and not _seen_depending(energy)
-    with torch.set_grad_enabled(track):
-        y = y0.detach().requires_grad_(track)
-        e = energy_value(energy, y, ps)
-    if track and e.requires_grad:
-        _remember_depending(energy)
-    if track and not e.requires_grad:
-        raise ValueError(
-            "the energy does not depend on y: energy(y, *params) has no gradient with respect to "
-            "y (it ignores y, or uses y through non-differentiable operations such as .item(), "
-            "argmax or numpy); argmin needs an energy of y"
-        )
-    e = e.detach()
+    if not track and evaluate is not None:
+        vals = tuple(v.detach() for v in evaluate(y0.detach()))
+    else:
+        with torch.set_grad_enabled(track):
+            y = y0.detach().requires_grad_(track)
+            e = energy_value(energy, y, ps)
+        if track and e.requires_grad:
+            _remember_depending(energy)
+        if track and not e.requires_grad:
+            raise ValueError(
+                "the energy does not depend on y: energy(y, *params) has no gradient with "
+                "respect to y (it ignores y, or uses y through non-differentiable operations "
+                "such as .item(), argmax or numpy); argmin needs an energy of y"
+            )
+        vals = (e.detach(),)
+    e = vals[0]
     if not bool(torch.isfinite(e).all()):
         bad = torch.nonzero(~torch.isfinite(e)).flatten().tolist()[:10]
         raise ValueError(f"the energy is not finite at the start point of problems {bad}")
-    return e
+    return vals

@@ -95,3 +95,58 @@ def test_permuted_hessian_layout_gives_identical_results_on_mixed_saddle_batch()
     energy, _ = _double_wells(False, declared=False)
     y3 = wibergian.argmin(energy, y0, (a, w0), warn=False)
     assert torch.allclose(y3, y1, atol=1e-9, rtol=0)
+
+
+# ------------------------------------------------------------- the start check's shared pass
+
+
+def _logistic(y, x, t):
+    z = (x @ y.unsqueeze(-1)).squeeze(-1)
+    return (torch.nn.functional.softplus(z) - t * z).sum(-1) + 0.5 * (y * y).sum(-1)
+
+
+def test_the_start_check_and_the_solver_share_one_evaluation_at_y0():
+    """From the second call on (the energy's y-dependence known) the start check's pass is the
+    Newton solver's first: the energy runs once at ``y0``, and the result is bit-identical to
+    the first call's (where the check and the solver evaluate ``y0`` separately)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 7, 3, generator=gen, dtype=D)
+    t = (torch.rand(5, 7, generator=gen, dtype=D) < 0.5).to(D)
+    y0 = torch.full((5, 3), 0.25, dtype=D)
+    seen: list[torch.Tensor] = []
+
+    def energy(y, x, t):
+        seen.append(y.detach().clone())
+        return _logistic(y, x, t)
+
+    outs = []
+    for _ in range(2):
+        seen.clear()
+        y, info = wibergian.argmin(energy, y0, (x, t), compile=False, return_info=True)
+        outs.append((y, info.iterations))
+        at_start = sum(1 for s in seen if s.shape == y0.shape and torch.equal(s, y0))
+        assert at_start == (2 if len(outs) == 1 else 1)
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def _geometric_median(y, x):
+    return ((y[:, None, :] - x) ** 2).sum(-1).sqrt().sum(-1)
+
+
+def test_a_repeated_call_still_moves_a_start_with_a_nan_gradient_and_refuses_a_nan_energy():
+    x = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(1), dtype=D)
+    for _ in range(2):  # the first call checks y-dependence by autograd, the second shares
+        with pytest.warns(wibergian.NonSmoothWarning):
+            y, info = wibergian.argmin(_geometric_median, x[:, 0].clone(), (x,), compile=False,
+                                       return_info=True)
+        assert info.perturbed_starts == 2 and bool(torch.isfinite(y).all())
+    a = torch.zeros(2, 3, dtype=D)
+    y0 = torch.ones(2, 3, dtype=D)
+    assert wibergian.argmin(_pole_and_well, y0, (a,), compile=False).shape == (2, 3)
+    y0[1] = 0.0  # E(y0) = inf for problem 1: refused on the shared path too
+    with pytest.raises(ValueError, match=r"not finite at the start point of problems \[1\]"):
+        wibergian.argmin(_pole_and_well, y0, (a,), compile=False)
+
+
+def _pole_and_well(y, a):
+    return ((y - a) ** -2).sum(-1) + (y * y).sum(-1)

@@ -73,18 +73,23 @@ class NewtonTrustRegion:
     second_order: bool = True
     check_every: int | None = None
 
-    def minimize(self, energy: EnergyFn, y0: Tensor, params: Sequence[Tensor]) -> SolveResult:
+    def minimize(self, energy: EnergyFn, y0: Tensor, params: Sequence[Tensor],
+                 start: tuple[Tensor, Tensor, Tensor] | None = None) -> SolveResult:
+        """``start``: ``(E, ∇E, ∇²E)`` at ``y0`` when the caller has them (``argmin`` does,
+        from its start check: ``checks.start_energy``)."""
         with torch.no_grad():
-            return self._run(energy, y0.detach().clone(), [p.detach() for p in params])
+            return self._run(energy, y0.detach().clone(), [p.detach() for p in params], start)
 
-    def _run(self, energy: EnergyFn, y: Tensor, params: list[Tensor]) -> SolveResult:
+    def _run(self, energy: EnergyFn, y: Tensor, params: list[Tensor],
+             start: tuple[Tensor, Tensor, Tensor] | None = None) -> SolveResult:
         b, n = y.shape
         dev, dt = y.device, y.dtype
         mu = torch.full((b,), self.mu0, dtype=dt, device=dev)
         iters = torch.zeros(b, dtype=torch.long, device=dev)
         converged = torch.zeros(b, dtype=torch.bool, device=dev)
         y, (e, g, h), perturbed = finite_start(
-            lambda z: value_gradient_hessian(energy, z, params), y, "NewtonTrustRegion")
+            lambda z: value_gradient_hessian(energy, z, params), y, "NewtonTrustRegion",
+            first=start)
         tol = self.tol if self.tol is not None else (1e-8 if dt == torch.float64 else 1e-5)
         resolution = 10 * torch.finfo(dt).eps
         pending = torch.zeros(b, dtype=torch.bool, device=dev)  # stopped: check 2nd order first

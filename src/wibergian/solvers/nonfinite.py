@@ -51,13 +51,15 @@ def rows_finite(*ts: Tensor, sync: bool = False) -> Tensor:
 
 
 def finite_start(
-    evaluate: Callable[[Tensor], tuple[Tensor, ...]], y: Tensor, where: str, tries: int = 3
+    evaluate: Callable[[Tensor], tuple[Tensor, ...]], y: Tensor, where: str, tries: int = 3,
+    first: tuple[Tensor, ...] | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
     """``evaluate(y) -> (E, ∇E, ...)`` at a start where every problem's values are finite.
 
+    ``first``: ``evaluate(y)`` already computed by the caller (not repeated).
     Returns ``(y, values, perturbed)``, ``perturbed`` ``(B,)`` the problems that were moved.
     """
-    vals = evaluate(y)
+    vals = first if first is not None else evaluate(y)
     bad = ~rows_finite(*vals)
     perturbed = torch.zeros_like(bad)
     if not bool(bad.any()):
