@@ -280,12 +280,17 @@ class CompiledEnergy(Retracing):
         return torch.cat(gs), summed
 
     # machinery ----------------------------------------------------------------------------
-    def _run(self, kind: str, fn: Callable[..., Any], y: Tensor, params: Sequence[Tensor]) -> Any:
+    def _run(self, kind: str, fn: Callable[..., Any], y: Tensor, params: Sequence[Tensor],
+             flags: list[bool] | None = None, block: int | None = None) -> Any:
+        """``fn(y, *params)`` by the compiled kernel of ``kind``, over blocks of
+        ``block_rows(B)`` rows (or ``block``, which must divide ``B``); ``flags`` marks the
+        batched parameters (default: the multi-start rule, first dimension ``B``)."""
         b = y.shape[0]
         if b == 0:
             return fn(y, *params)
-        r = block_rows(b)
-        flags = [p.dim() >= 1 and p.shape[0] == b for p in params]
+        r = block if block is not None else block_rows(b)
+        if flags is None:
+            flags = [p.dim() >= 1 and p.shape[0] == b for p in params]
         key = (kind, r, y.dtype, y.device, y.shape[1:], tuple(
             (tuple(p.shape[1:]) if f else tuple(p.shape), p.dtype, f)
             for p, f in zip(params, flags, strict=True)))
@@ -332,7 +337,8 @@ class CompiledEnergy(Retracing):
             with torch.no_grad():
                 graph = self._trace(fn, yb, pb)
                 kernel = torch.compile(graph, dynamic=False,
-                                       options=inductor_options(yb.device, pb))
+                                       options=inductor_options(yb.device, pb,
+                                                                yb.shape[0]))
                 got = kernel(yb, *pb)
                 if fn == self._candidates:  # checked on a few rows, one eager call per candidate
                     rows = min(yb.shape[0], 64)

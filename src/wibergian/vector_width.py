@@ -13,7 +13,8 @@ The choice applies to the library's own kernels only (``torch.compile(..., optio
 user's other ``torch.compile`` calls keep Inductor's default), is part of Inductor's cache key,
 and is made only where Inductor's own choice is wider than 256 bits and AVX2 is valid on the
 machine (elsewhere, e.g. AVX2-only x86 or ARM, Inductor's default stands), and only for the
-kernels of an energy over batched float64 matrices (a parameter of three or more dimensions):
+kernels of an energy over batched float64 matrices (a parameter of three or more dimensions,
+one matrix per problem):
 an elementwise energy's kernels measured slower at 256 bits, float32 ones mixed.
 :data:`SIMD_BITS` overrides it.
 """
@@ -64,15 +65,19 @@ def simd_bits(device: torch.device) -> int | None:
     return SIMD_BITS
 
 
-def batched_matrices(params: Sequence[Tensor]) -> bool:
-    """Whether an energy's parameters include a float64 tensor of three or more dimensions: a
-    batch of matrices (``X`` ``(B, M, n)``), whose kernels gather across the batch."""
-    return any(t.dtype == torch.float64 and t.dim() >= 3 for t in params)
+def batched_matrices(params: Sequence[Tensor], rows: int) -> bool:
+    """Whether an energy's parameters include a batch of float64 matrices: a tensor of three or
+    more dimensions whose first is the ``rows`` problems (``X`` ``(B, M, n)``), whose kernels
+    gather across the batch. A shared tensor (a convolution's filters ``(J, 1, k, k)``) is not
+    one."""
+    return any(t.dtype == torch.float64 and t.dim() >= 3 and t.shape[0] == rows
+               for t in params)
 
 
-def inductor_options(device: torch.device, params: Sequence[Tensor] = ()) -> dict[str, Any]:
-    """``torch.compile(options=...)`` for a library kernel on ``device`` over an energy with
-    parameters ``params``.
+def inductor_options(device: torch.device, params: Sequence[Tensor] = (), rows: int = -1
+                     ) -> dict[str, Any]:
+    """``torch.compile(options=...)`` for a library kernel on ``device`` over ``rows``
+    problems of an energy with parameters ``params``.
 
     With ``SIMD_BITS = "auto"`` the narrower width applies to energies over batched float64
     matrices only (:func:`batched_matrices`): an elementwise energy's kernels (W1's: 2-D
@@ -81,6 +86,6 @@ def inductor_options(device: torch.device, params: Sequence[Tensor] = ()) -> dic
     ``benchmarks/simd_width.py``): those keep Inductor's choice.
     """
     bits = simd_bits(device)
-    if bits is None or (SIMD_BITS == "auto" and not batched_matrices(params)):
+    if bits is None or (SIMD_BITS == "auto" and not batched_matrices(params, rows)):
         return {}
     return {"cpp.simdlen": bits}

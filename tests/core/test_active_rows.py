@@ -54,6 +54,30 @@ def test_few_active_problems_are_evaluated_alone_with_the_same_result(monkeypatc
         assert torch.equal(y, y0) and torch.equal(gm, gm0) and torch.equal(gl, gl0)
 
 
+def test_a_compiled_energys_few_active_rows_go_through_one_padded_kernel(monkeypatch):
+    """Up to ``SUBSET_ROWS`` active rows of a compiled energy are evaluated by its kernel of that
+    many rows (built once; padded inputs): the same minima and gradients as its eager rows."""
+    from wibergian.compiled import compiled_energy
+
+    d = _stragglers()
+    params = (d.log_lam, d.mu)
+    monkeypatch.setattr(active_rows, "COMPILED_FRACTION", 0.05)
+    runs, padded = {}, active_rows.SUBSET_ROWS
+    for subset in (padded, 0):
+        monkeypatch.setattr(active_rows, "SUBSET_ROWS", subset)
+        energy = lambda y, *p: logistic_energy(y, *p)  # noqa: E731 - a fresh compiled wrapper
+        active_rows.COUNTS.update(evaluated=0, refused=0)
+        runs[subset] = _solve(energy, d, params, compile=True)
+        assert active_rows.COUNTS["evaluated"] >= 1 and active_rows.COUNTS["refused"] == 0
+        sizes = {k[1] for k in compiled_energy(energy)._kernels if k[0] == "vgh"}
+        assert sizes == ({d.batch, subset} if subset else {d.batch})
+    (y, gl, gm, info), (y0, gl0, gm0, info0) = runs[padded], runs[0]
+    assert torch.equal(info.iterations, info0.iterations) and bool(info.converged.all())
+    torch.testing.assert_close(y, y0, rtol=0, atol=1e-8)
+    torch.testing.assert_close(gm, gm0, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(gl, gl0, rtol=1e-7, atol=1e-10)
+
+
 def test_a_shared_parameter_with_the_batch_size_is_not_sliced():
     """``w`` ``(B,)`` is shared (every problem reads ``w.mean()``): slicing it would change the
     energy, so the check refuses the subset and the solve evaluates whole batches."""

@@ -44,14 +44,14 @@ def test_auto_narrows_only_where_inductor_would_go_wider_and_avx2_is_valid(isa, 
     monkeypatch.setattr(vector_width, "SIMD_BITS", "auto")
     isa([512, 256], 512)
     assert vector_width.simd_bits(CPU) == 256
-    assert vector_width.inductor_options(CPU, [X, V]) == {"cpp.simdlen": 256}
+    assert vector_width.inductor_options(CPU, [X, V], 4) == {"cpp.simdlen": 256}
     isa([256], 256)  # AVX2-only x86: Inductor's default stands
     assert vector_width.simd_bits(CPU) is None
-    assert vector_width.inductor_options(CPU, [X]) == {}
+    assert vector_width.inductor_options(CPU, [X], 4) == {}
     isa([512], 512)  # no 256-bit ISA to narrow to
     assert vector_width.simd_bits(CPU) is None
     isa([128], 128)  # e.g. ARM NEON
-    assert vector_width.inductor_options(CPU, [X]) == {}
+    assert vector_width.inductor_options(CPU, [X], 4) == {}
     isa([], None)  # no vector ISA at all
     assert vector_width.simd_bits(CPU) is None
 
@@ -59,19 +59,21 @@ def test_auto_narrows_only_where_inductor_would_go_wider_and_avx2_is_valid(isa, 
 def test_auto_applies_to_energies_over_batched_matrices_only(isa, monkeypatch):
     monkeypatch.setattr(vector_width, "SIMD_BITS", "auto")
     isa([512, 256], 512)
-    assert vector_width.inductor_options(CPU, [V, torch.zeros(3)]) == {}  # elementwise (W1)
-    assert vector_width.inductor_options(CPU, [torch.zeros(4, 3, 2, dtype=torch.long)]) == {}
-    assert vector_width.inductor_options(CPU, [torch.zeros(4, 3, 2)]) == {}  # float32: mixed
-    assert vector_width.inductor_options(CPU, [V, X]) == {"cpp.simdlen": 256}
-    assert vector_width.inductor_options(torch.device("meta"), [X]) == {}  # not a CPU kernel
+    assert vector_width.inductor_options(CPU, [V, torch.zeros(3)], 4) == {}  # elementwise (W1)
+    assert vector_width.inductor_options(CPU, [torch.zeros(4, 3, 2, dtype=torch.long)], 4) == {}
+    assert vector_width.inductor_options(CPU, [torch.zeros(4, 3, 2)], 4) == {}  # float32: mixed
+    assert vector_width.inductor_options(CPU, [V, X], 4) == {"cpp.simdlen": 256}
+    filters = torch.zeros(6, 1, 3, 3, dtype=torch.float64)  # shared, not one per problem
+    assert vector_width.inductor_options(CPU, [V, filters], 4) == {}
+    assert vector_width.inductor_options(torch.device("meta"), [X], 4) == {}  # not a CPU kernel
 
 
 def test_an_explicit_width_or_none_overrides(isa, monkeypatch):
     isa([512, 256], 512)
     monkeypatch.setattr(vector_width, "SIMD_BITS", None)
-    assert vector_width.inductor_options(CPU, [X]) == {}
+    assert vector_width.inductor_options(CPU, [X], 4) == {}
     monkeypatch.setattr(vector_width, "SIMD_BITS", 512)
-    assert vector_width.inductor_options(CPU, [V]) == {"cpp.simdlen": 512}
+    assert vector_width.inductor_options(CPU, [V], 4) == {"cpp.simdlen": 512}
     monkeypatch.setattr(vector_width, "SIMD_BITS", "wide")
     with pytest.raises(ValueError, match="SIMD_BITS"):
         vector_width.simd_bits(CPU)
