@@ -42,6 +42,7 @@ class AdjointSpec:
     warn: bool = True  # FallbackWarning from the backward (argmin's warn=)
     psd: Tensor | None = None  # (B,) bool: `hessian` certified semi-definite by the forward
     nearby: NearbyFactor | None = None  # the final step's factor at y₀, refined from (refine.py)
+    grad: Tensor | None = None  # the forward's ∇_y E (B, n) at y_point (implicit adjoint), if any
 
 
 def live_params(params: Sequence[Tensor], needs: Sequence[bool]) -> list[Tensor]:

@@ -343,7 +343,9 @@ def argmin(
     spec = AdjointSpec(energy, float(damping), regulariser, backend, adjoint, cg_tol, cg_max_iter,
                        record=info.backward,
                        factor=factor if adjoint == "implicit" else step_factor,
-                       hessian=h_point, warn=warn, psd=psd, nearby=nearby)
+                       hessian=h_point, warn=warn, psd=psd, nearby=nearby,
+                       grad=(g.detach() if adjoint == "implicit" and g is not None
+                             and tuple(g.shape) == tuple(y_star.shape) else None))
     y_point = y_pre if adjoint == "newton_step" else y_star
     out = attach_derivatives(spec, y_star, y_point, y0, params)
     return (out, info) if return_info else out

@@ -32,9 +32,10 @@ Two more kernels serve one step each and, if they cannot be built, give up only 
 - ``candidate_values(cands, *params) -> (B, C)``: multi-start's scores, the energy ``vmap``-ed
   over the ``C`` candidates with the parameters unchanged: one fused pass, no ``C``-fold copies
   (``vmap``'s copies of a matrix in a ``bmm`` folded, ``fold.py``);
-- ``mixed_vjp``: the first-order backward's ``(∇_y E, ∂<∇_y E, u>/∂w)`` for the solved ``u``
-  (``adjoint.vjp``, implicit adjoint, dense back end, Hessian or factor from the forward), traced
-  through autograd's double backward like the Hessian. Gradients of parameters shared by all
+- ``mixed_vjp``: the first-order backward's ``∂<∇_y E, u>/∂w`` for the solved ``u``
+  (``adjoint.vjp``, implicit adjoint, dense back end, Hessian or factor and ``∇_y E`` from the
+  forward: the kernel does not recompute the gradient), traced through autograd's double
+  backward like the Hessian. Gradients of parameters shared by all
   rows are summed over the blocks (an overlapping last block zeroes ``u`` on its repeated rows).
   Double backward (``create_graph=True``), forward mode and the other adjoints stay eager.
 
@@ -175,9 +176,11 @@ class CompiledEnergy(Retracing):
         ``j`` with the parameters unchanged (what ``C`` separate calls compute)."""
         return torch.func.vmap(lambda yc: self.energy(yc, *params), in_dims=1, out_dims=1)(cands)
 
-    def _mixed(self, wrt: tuple[int, ...], y: Tensor, u: Tensor, *params: Tensor
-               ) -> tuple[Tensor, ...]:
-        """``(g, *∂<g, u>/∂w_i)``: see :meth:`mixed_vjp`."""
+    def _mixed(self, wrt: tuple[int, ...], y: Tensor, u: Tensor, *params: Tensor,
+               with_grad: bool = True) -> tuple[Tensor, ...]:
+        """``(g, *∂<g, u>/∂w_i)``, the products as the vector-Jacobian product of ``g`` with
+        ``u``; ``with_grad=False`` (the kernel :meth:`mixed_vjp` compiles): the products alone,
+        so what feeds ``g``'s value alone (``X y`` for a ridge term's parameters) is dead code."""
         from .derivatives import gradient_graph
 
         with torch.enable_grad():
@@ -185,10 +188,11 @@ class CompiledEnergy(Retracing):
                   for i, p in enumerate(params)]
             _, g = gradient_graph(self.energy, y, ps)
             targets = [ps[i] for i in wrt]
-            got = (torch.autograd.grad((g * u).sum(), targets, allow_unused=True)
+            got = (torch.autograd.grad(g, targets, grad_outputs=u, allow_unused=True)
                    if g.requires_grad else [None] * len(targets))
-        return (g.detach(), *[torch.zeros_like(t) if d is None else d.detach()
-                              for t, d in zip(targets, got, strict=True)])
+        grads = tuple(torch.zeros_like(t) if d is None else d.detach()
+                      for t, d in zip(targets, got, strict=True))
+        return (g.detach(), *grads) if with_grad else grads
 
     def _hvp(self, y: Tensor, v: Tensor, *params: Tensor) -> Tensor:
         """``H v`` at ``y`` by the eager double backward (``compiled_hvp.py`` traces it)."""
@@ -246,20 +250,20 @@ class CompiledEnergy(Retracing):
         return self._run("candidates", self._candidates, cands, params)
 
     def mixed_vjp(self, y: Tensor, u: Tensor, params: Sequence[Tensor], wrt: tuple[int, ...]
-                  ) -> tuple[Tensor, list[Tensor]] | None:
-        """``(∇_y E, [∂/∂w_i Σ_b <∇_y E_b, u_b> for i in wrt])`` at ``y`` from one compiled
-        kernel: the backward's mixed product (``adjoint.py``) without an eager double
-        backward. ``u`` ``(B, n)`` is held fixed. Over blocks of rows the gradients of batched
-        parameters are concatenated and those of shared ones summed (an overlapping last block
-        has its repeated rows' ``u`` zeroed). ``None`` when the kernel cannot be built (the
+                  ) -> list[Tensor] | None:
+        """``[∂/∂w_i Σ_b <∇_y E_b, u_b> for i in wrt]`` at ``y`` from one compiled kernel: the
+        backward's mixed product (``adjoint.py``) without an eager double backward (``∇_y E``
+        itself is not recomputed: the backward checks the forward's, ``AdjointSpec.grad``).
+        ``u`` ``(B, n)`` is held fixed. Over blocks of rows the gradients of batched parameters
+        are concatenated and those of shared ones summed (an overlapping last block has its
+        repeated rows' ``u`` zeroed). ``None`` when the kernel cannot be built (the
         caller takes the eager route; counted in ``FALLBACKS["mixed"]``)."""
         b = y.shape[0]
         if self.error is not None or "mixed" in self.optional_errors or b == 0:
             return None
         flags = [p.dim() >= 1 and p.shape[0] == b for p in params]
-        fn = functools.partial(self._mixed, wrt)
+        fn = functools.partial(self._mixed, wrt, with_grad=False)
         r = block_rows(b)
-        gs: list[Tensor] = []
         grads: list[list[Tensor]] = [[] for _ in wrt]
         for lo in range(0, b, r):
             start = min(lo, b - r)
@@ -272,12 +276,11 @@ class CompiledEnergy(Retracing):
             out = self._run(("mixed", wrt), fn, y[start:start + r], [ub, *pb])
             if out is None:
                 return None
-            gs.append(out[0][skip:])
-            for k, (i, gi) in enumerate(zip(wrt, out[1:], strict=True)):
+            for k, (i, gi) in enumerate(zip(wrt, out, strict=True)):
                 grads[k].append(gi[skip:] if flags[i] else gi)
         summed = [torch.cat(parts) if flags[i] else torch.stack(parts).sum(0)
                   for i, parts in zip(wrt, grads, strict=True)]
-        return torch.cat(gs), summed
+        return summed
 
     # machinery ----------------------------------------------------------------------------
     def _run(self, kind: str, fn: Callable[..., Any], y: Tensor, params: Sequence[Tensor],

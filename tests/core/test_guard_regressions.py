@@ -461,7 +461,9 @@ def test_lbfgs_replaces_an_accepted_point_without_a_gradient_by_a_shorter_step()
 
 def test_y_dependence_is_tested_once_per_energy_object():
     """The start's autograd check runs on the first call of an energy object; later calls
-    evaluate the start without a graph (what lets compile=True use its compiled value there)."""
+    evaluate the start without a graph (what lets compile=True use its compiled value there;
+    with the dense Newton solver that start pass is the solver's first value-gradient-Hessian,
+    tests/core/test_newton_overheads.py)."""
     calls = []
 
     def energy(y, w):
@@ -470,10 +472,10 @@ def test_y_dependence_is_tested_once_per_energy_object():
 
     w = torch.ones(2, 3, dtype=torch.float64)
     y0 = torch.zeros(2, 3, dtype=torch.float64)
-    wibergian.argmin(energy, y0, (w,))
+    wibergian.argmin(energy, y0, (w,), solver="lbfgs")
     first = calls[0]
     calls.clear()
-    wibergian.argmin(energy, y0, (w,))
+    wibergian.argmin(energy, y0, (w,), solver="lbfgs")
     assert first is True and calls[0] is False
 
 

@@ -168,8 +168,8 @@ def test_compiled_kernels_agree_with_eager(k, shared, full):
     assert _matvec_bmms(ce._trace(functools.partial(ce._mixed, (2, 3)), y, [u, *ps])) == 0
     out = ce.mixed_vjp(y, u, ps, (2, 3))
     assert out is not None and not ce.optional_errors
-    want = ce._mixed((2, 3), y, u, *ps)
-    for got_, want_ in zip((out[0], *out[1]), want, strict=True):
+    want = ce._mixed((2, 3), y, u, *ps)[1:]
+    for got_, want_ in zip(out, want, strict=True):
         torch.testing.assert_close(got_, want_, rtol=1e-10, atol=1e-10)
 
 
@@ -203,3 +203,44 @@ def test_a_raising_pass_falls_back_to_the_unrewritten_graph_counted(monkeypatch)
     assert ce.error is None
     assert compiled_mod.MATVEC_FALLBACKS["count"] == before + 2  # the kernel's own trace
     torch.testing.assert_close(got, logistic(y, *ps), rtol=1e-12, atol=1e-12)
+
+
+def test_the_mixed_kernel_reads_only_what_its_parameters_need():
+    """The backward's compiled mixed product does not recompute ``∇_y E`` (the forward's is
+    checked instead): for the ridge term's parameters ``(log λ, μ)`` nothing in its graph reads
+    ``X`` or ``t`` once dead code is removed, and its values are the double backward's."""
+    y, ps = _case(6, 8, seed=2)
+    u = torch.randn(y.shape, generator=_gen(5), dtype=D)
+    ce = compiled_mod.CompiledEnergy(logistic)
+    graph = ce._trace(functools.partial(ce._mixed, (2, 3), with_grad=False), y, [u, *ps])
+    placeholders = [n for n in graph.graph.nodes if n.op == "placeholder"]
+    x_node, t_node = placeholders[2], placeholders[3]  # (y, u, X, t, log λ, μ)
+    assert tuple(x_node.meta["val"].shape) == tuple(ps[0].shape)
+    (output,) = [n for n in graph.graph.nodes if n.op == "output"]
+    for data in (x_node, t_node):  # no output reads their values (a *_like reads the shape)
+        assert output not in _reads_values_of(data)
+    assert output in _reads_values_of(placeholders[1])  # u does reach it
+    got = ce.mixed_vjp(y, u, ps, (2, 3))
+    want = ce._mixed((2, 3), y, u, *ps)[1:]
+    assert got is not None and len(got) == 2
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    lam = ps[2].exp()  # closed forms: ∂<g, u>/∂μ = -λ Σ_b u_b, ∂/∂log λ = λ Σ_b <y_b - μ, u_b>
+    torch.testing.assert_close(got[1], -lam * u.sum(0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got[0], lam * ((y - ps[3]) * u).sum(), rtol=1e-12, atol=1e-12)
+
+
+_SHAPE_ONLY = {aten.ones_like.default, aten.zeros_like.default, aten.empty_like.default,
+               aten.full_like.default}
+
+
+def _reads_values_of(node):
+    """The graph nodes whose values depend on ``node``'s (edges into a ``*_like`` op, which
+    reads only its input's shape, do not count)."""
+    seen, todo = set(), [node]
+    while todo:
+        for user in todo.pop().users:
+            if user not in seen and user.target not in _SHAPE_ONLY:
+                seen.add(user)
+                todo.append(user)
+    return seen
