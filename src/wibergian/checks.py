@@ -64,10 +64,14 @@ def check_inputs(y0: Any, params: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
 
 
 def _all_finite(t: Tensor) -> bool:
-    """Every entry of floating ``t`` is finite: its largest and smallest entries are (``amax`` /
-    ``amin`` propagate NaN; ``±inf`` is the largest / smallest), two reductions without the
-    boolean copy ``isfinite`` makes (one host synchronisation)."""
+    """Every entry of floating ``t`` is finite. First one reduction: a finite sum means finite
+    entries (NaN and ±inf propagate, ``inf - inf`` is NaN); only when the sum is not finite
+    (non-finite entries, or finite ones whose sum overflows) the exact test: the largest and
+    smallest entries (``amax`` / ``amin`` propagate NaN; ``±inf`` is the largest / smallest).
+    No boolean copy as ``isfinite`` makes; one host synchronisation in the common case."""
     if t.numel() == 0:
+        return True
+    if bool(torch.isfinite(t.sum())):
         return True
     return bool(torch.isfinite(torch.stack([t.amax(), t.amin()])).all())
 

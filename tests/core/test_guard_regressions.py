@@ -479,6 +479,19 @@ def test_y_dependence_is_tested_once_per_energy_object():
     assert first is True and calls[0] is False
 
 
+def test_finite_params_whose_sum_overflows_are_accepted():
+    """The first test is one sum; finite entries whose sum overflows to inf go on to the exact
+    test (largest and smallest entries) and are accepted."""
+    from wibergian.checks import _all_finite
+
+    w = torch.full((4, 3), 1e308, dtype=torch.float64)
+    assert not bool(torch.isfinite(w.sum())) and _all_finite(w)
+    w[1, 2] = -1e308
+    assert _all_finite(w)
+    w[3, 0] = float("nan")
+    assert not _all_finite(w)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_nonfinite_params_found_by_the_reductions(bad):
     """The finiteness test (largest and smallest entry) finds NaN and ±Inf anywhere."""
