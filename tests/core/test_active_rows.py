@@ -78,6 +78,20 @@ def test_a_compiled_energys_few_active_rows_go_through_one_padded_kernel(monkeyp
     torch.testing.assert_close(gl, gl0, rtol=1e-7, atol=1e-10)
 
 
+def test_a_batch_no_larger_than_the_padded_block_builds_no_second_kernel(monkeypatch):
+    """At B ≤ SUBSET_ROWS a padded kernel would be larger than the batch's own: the few active
+    rows go through the eager energy, and only the batch's kernel is built."""
+    from wibergian.compiled import compiled_energy
+
+    d = _stragglers(b=48)
+    monkeypatch.setattr(active_rows, "COMPILED_FRACTION", 0.1)
+    energy = lambda y, *p: logistic_energy(y, *p)  # noqa: E731 - a fresh compiled wrapper
+    active_rows.COUNTS.update(evaluated=0, refused=0)
+    _, _, _, info = _solve(energy, d, (d.log_lam, d.mu), compile=True)
+    assert active_rows.COUNTS["evaluated"] >= 1 and bool(info.converged.all())
+    assert {k[1] for k in compiled_energy(energy)._kernels if k[0] == "vgh"} == {48}
+
+
 def test_a_shared_parameter_with_the_batch_size_is_not_sliced():
     """``w`` ``(B,)`` is shared (every problem reads ``w.mean()``): slicing it would change the
     energy, so the check refuses the subset and the solve evaluates whole batches."""

@@ -14,9 +14,10 @@ the rule of ``multistart.py``), and the stopped rows keep their values, gradient
   one for every size. Its active rows are evaluated when they are at most
   :data:`COMPILED_FRACTION` of the batch: up to :data:`SUBSET_ROWS` of them by one more compiled
   kernel of that many rows (the rows and the batched parameters padded by repeating the first
-  row, the padded results dropped; built once per energy, the first time), more by the eager
-  energy (an eager pass over a few rows costs less than the compiled pass over all of them). On
-  D at n = 8 the eager pass over the last iterations' rows took 1.6 ms of a 23 ms call.
+  row, the padded results dropped; built once per energy, the first time, and only for batches
+  larger than that), more by the eager energy (an eager pass over a few rows costs less than the
+  compiled pass over all of them). On D at n = 8 the eager pass over the last iterations' rows
+  took 1.6 ms of a 23 ms call.
 
 Newton-CG (``newton_cg.py``) uses the same rule and check for whole iterations: its running
 problems go on as a sub-batch (:meth:`ActiveRows.params_for` gives their parameters), its
@@ -69,6 +70,7 @@ class ActiveRows:
         self.energy = energy.energy if compiled else energy
         self.limit = (COMPILED_FRACTION if compiled else EAGER_FRACTION) * batch
         self.params = list(params)
+        self.batch = batch
         self.flags = [p.dim() >= 1 and p.shape[0] == batch for p in self.params]
         self.checked = False
         self.refused = False
@@ -125,9 +127,10 @@ class ActiveRows:
     def _compiled_rows(self, y: Tensor, ps: list[Tensor]) -> tuple[Tensor, Tensor, Tensor] | None:
         """``(E, ∇E, H)`` of ``k ≤ SUBSET_ROWS`` rows by the compiled energy's kernel of
         ``SUBSET_ROWS`` rows (padded inputs, padded results dropped); ``None`` where that path
-        does not apply (eager energy, more rows, compilation given up)."""
+        does not apply (eager energy, more rows, a batch no larger than the padded block: a new
+        kernel would cost more than it saves; compilation given up)."""
         ce, k = self.compiled, y.shape[0]
-        if ce is None or k > SUBSET_ROWS or ce.error is not None:
+        if ce is None or k > SUBSET_ROWS or self.batch <= SUBSET_ROWS or ce.error is not None:
             return None
         from ..compiled import pad_rows
 
