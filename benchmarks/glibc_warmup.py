@@ -24,6 +24,8 @@ import statistics
 import subprocess
 import sys
 
+from paired import ratio_summary
+
 CHILD = r"""
 import statistics, sys, time
 import torch
@@ -62,10 +64,9 @@ def cell(name: str, kind: str, size: int, rounds: int, calls: int) -> None:
     for r in range(rounds):
         for warm in ((False, True) if r % 2 == 0 else (True, False)):
             ts[warm].append(child(kind, size, calls, warm))
-    ratios = sorted(a / b for a, b in zip(ts[True], ts[False], strict=True))
-    lo, hi = ratios[int(0.1 * (len(ratios) - 1))], ratios[round(0.9 * (len(ratios) - 1))]
+    ratio, lo, hi = ratio_summary(ts[True], ts[False])
     print(f"{name}: not warmed {statistics.median(ts[False]):.4f} s, warmed "
-          f"{statistics.median(ts[True]):.4f} s; warmed/not {statistics.median(ratios):.3f} "
+          f"{statistics.median(ts[True]):.4f} s; warmed/not {ratio:.3f} "
           f"(10-90 % {lo:.3f}-{hi:.3f}, {rounds} process pairs, median of {calls} calls each)",
           flush=True)
 

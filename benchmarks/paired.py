@@ -18,6 +18,11 @@ def paired_rounds(calls: dict[str, Callable[[], object]], rounds: int, base: str
             t0 = time.perf_counter()
             calls[key]()
             ts[key].append(time.perf_counter() - t0)
-    ratios = sorted(a / b for a, b in zip(ts[other], ts[base], strict=True))
+    return (ts, *ratio_summary(ts[other], ts[base]))
+
+
+def ratio_summary(other: list[float], base: list[float]) -> tuple[float, float, float]:
+    """The median of the paired ratios ``other / base`` with their 10 % and 90 % quantiles."""
+    ratios = sorted(a / b for a, b in zip(other, base, strict=True))
     lo, hi = ratios[int(0.1 * (len(ratios) - 1))], ratios[round(0.9 * (len(ratios) - 1))]
-    return ts, statistics.median(ratios), lo, hi
+    return statistics.median(ratios), lo, hi

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .derivatives import energy_value
 from .energy import EnergyFn, closed_gradient
+from .solvers.nonfinite import rows_finite
 
 
 def check_inputs(y0: Any, params: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
@@ -64,16 +65,12 @@ def check_inputs(y0: Any, params: Any) -> tuple[Tensor, tuple[Tensor, ...]]:
 
 
 def _all_finite(t: Tensor) -> bool:
-    """Every entry of floating ``t`` is finite. First one reduction: a finite sum means finite
-    entries (NaN and ±inf propagate, ``inf - inf`` is NaN); only when the sum is not finite
-    (non-finite entries, or finite ones whose sum overflows) the exact test: the largest and
-    smallest entries (``amax`` / ``amin`` propagate NaN; ``±inf`` is the largest / smallest).
-    No boolean copy as ``isfinite`` makes; one host synchronisation in the common case."""
+    """Every entry of floating ``t`` is finite: ``solvers.nonfinite.rows_finite`` on ``t`` as one
+    row (one sum first; the exact ``amax`` / ``amin`` test only when the sum is not finite; no
+    boolean copy; one host synchronisation in the common case)."""
     if t.numel() == 0:
         return True
-    if bool(torch.isfinite(t.sum())):
-        return True
-    return bool(torch.isfinite(torch.stack([t.amax(), t.amin()])).all())
+    return bool(rows_finite(t.reshape(1, -1), sync=True).all())
 
 
 def check_damping(damping: Any) -> float:
